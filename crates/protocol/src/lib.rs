@@ -1,0 +1,26 @@
+//! # fleetmon wire protocol, version 1
+//!
+//! What a device sends and how the server reads it. Everything that crosses the wire between
+//! an agent (or any MQTT/HTTP client) and the server is defined here, and nothing else is.
+//!
+//! ## Layout
+//! - [`batch`]: the domain types, [`Batch`] and [`Sample`], and their JSON form.
+//! - [`pb`]: the protobuf messages (prost derive; schema in `proto/fleetmon.proto`), with a
+//!   per-batch string table so metric and label names cross the wire once.
+//! - [`codec`]: framing with a CRC32C over the body, content detection (protobuf frame or JSON),
+//!   and the typed [`DecodeError`] that says what was wrong.
+//! - [`validate`]: limits and naming rules every accepted batch obeys.
+//! - [`topic`]: the MQTT topic tree `fleetmon/v1/{device}/...`.
+//!
+//! The byte-level specification is `docs/protocol.md`.
+
+pub mod batch;
+pub mod codec;
+pub mod pb;
+pub mod topic;
+pub mod validate;
+
+pub use batch::{Batch, Sample};
+pub use codec::{DecodeError, Format, decode, encode_json, encode_protobuf};
+pub use topic::{Topic, TopicError};
+pub use validate::{Limits, ValidationError};
