@@ -10,6 +10,7 @@
 //! - [`codec`]: framing with a CRC32C over the body, content detection (protobuf frame or JSON),
 //!   and the typed [`DecodeError`] that says what was wrong.
 //! - [`validate`]: limits and naming rules every accepted batch obeys.
+//! - [`seqs`]: sets of batch numbers as ranges, for deduplication and acknowledgement records.
 //! - [`topic`]: the MQTT topic tree `fleetmon/v1/{device}/...`.
 //!
 //! The byte-level specification is `docs/protocol.md`.
@@ -17,10 +18,12 @@
 pub mod batch;
 pub mod codec;
 pub mod pb;
+pub mod seqs;
 pub mod topic;
 pub mod validate;
 
 pub use batch::{Batch, Sample};
 pub use codec::{DecodeError, Format, decode, encode_json, encode_protobuf};
+pub use seqs::SeqSet;
 pub use topic::{Topic, TopicError};
 pub use validate::{Limits, ValidationError};

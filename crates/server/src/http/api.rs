@@ -1,0 +1,254 @@
+//! Handlers of the fleet REST API: the device list and detail, raw samples, and ingest.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State as AxumState};
+use axum::http::{StatusCode, Uri};
+use fleetmon_protocol::decode;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::fleet::{Device, DisconnectReason, LastValue, Status, Transport};
+use crate::ingest::Accepted;
+use crate::store::{Point, Selector};
+use crate::telemetry::RejectLabels;
+
+/// A device as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct DeviceView {
+    pub id: String,
+    pub status: Status,
+    /// Status last published by the device on its status topic (`online`, `offline`).
+    pub reported_status: Option<String>,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub boot_id: String,
+    pub transport: Option<Transport>,
+    pub address: Option<String>,
+    pub batches_received: u64,
+    pub batches_duplicate: u64,
+    pub batches_rejected: u64,
+    /// Batch numbers never received between the first and the last received.
+    pub batches_missing: u64,
+    /// Batches the device reported dropping from its own spool.
+    pub batches_dropped_on_device: u64,
+    pub samples_received: u64,
+    pub last_disconnect: Option<DisconnectView>,
+    pub last_values: Vec<LastValue>,
+    /// Received batch numbers as inclusive ranges (detail view only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seqs: Option<Vec<[u64; 2]>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DisconnectView {
+    pub at_ms: i64,
+    pub reason: DisconnectReason,
+}
+
+fn view(id: &str, d: &Device, now_ms: i64, offline_after_ms: i64, detail: bool) -> DeviceView {
+    DeviceView {
+        id: id.to_owned(),
+        status: d.status(now_ms, offline_after_ms),
+        reported_status: d.reported_status.clone(),
+        first_seen_ms: d.first_seen_ms,
+        last_seen_ms: d.last_seen_ms,
+        boot_id: d.boot_id.clone(),
+        transport: d.last_transport,
+        address: d.address.clone(),
+        batches_received: d.batches_received,
+        batches_duplicate: d.batches_duplicate,
+        batches_rejected: d.batches_rejected,
+        batches_missing: d.seqs.gaps(),
+        batches_dropped_on_device: d.device_dropped,
+        samples_received: d.samples_received,
+        last_disconnect: d
+            .last_disconnect
+            .map(|(at_ms, reason)| DisconnectView { at_ms, reason }),
+        last_values: d.last_values(),
+        seqs: detail.then(|| d.seqs.ranges().to_vec()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub status: Option<Status>,
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub offset: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeviceList {
+    pub total: usize,
+    pub online: usize,
+    pub offline: usize,
+    pub devices: Vec<DeviceView>,
+}
+
+/// `GET /api/v1/devices[?status=online|offline][&limit=N][&offset=N]`, sorted by id.
+pub async fn list_devices(
+    AxumState(app): AxumState<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<DeviceList>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    Ok(Json(device_list(&app, q.status, q.offset, q.limit)))
+}
+
+/// The device list as the API and the page show it.
+pub fn device_list(
+    app: &AppState,
+    status: Option<Status>,
+    offset: usize,
+    limit: Option<usize>,
+) -> DeviceList {
+    let st = &app.state;
+    let now = st.now_ms();
+    let registry = st.registry();
+    let mut ids: Vec<(&String, &Device, Status)> = registry
+        .iter()
+        .map(|(id, d)| (id, d, d.status(now, st.offline_after_ms)))
+        .collect();
+    ids.sort_by(|a, b| a.0.cmp(b.0));
+    let online = ids.iter().filter(|x| x.2 == Status::Online).count();
+    let total = ids.len();
+    let devices = ids
+        .into_iter()
+        .filter(|x| status.is_none_or(|s| s == x.2))
+        .skip(offset)
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|(id, d, _)| view(id, d, now, st.offline_after_ms, false))
+        .collect();
+    DeviceList {
+        total,
+        online,
+        offline: total - online,
+        devices,
+    }
+}
+
+/// `GET /api/v1/devices/{id}`.
+pub async fn get_device(
+    AxumState(app): AxumState<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceView>, ApiError> {
+    let st = &app.state;
+    let registry = st.registry();
+    let d = registry
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no device {id:?}")))?;
+    Ok(Json(view(&id, d, st.now_ms(), st.offline_after_ms, true)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplesQuery {
+    pub device: Option<String>,
+    pub metric: Option<String>,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SeriesView {
+    pub metric: String,
+    pub labels: BTreeMap<String, String>,
+    /// `[ts_ms, value]` pairs, ascending by time.
+    pub points: Vec<(i64, f64)>,
+}
+
+/// `GET /api/v1/samples?device=D&metric=M&start_ms=A&end_ms=B`: raw points.
+pub async fn samples(
+    AxumState(app): AxumState<AppState>,
+    query: Result<Query<SamplesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if q.device.is_none() && q.metric.is_none() {
+        return Err(ApiError::bad_request(
+            "give at least one of `device` and `metric`",
+        ));
+    }
+    let mut selector = Selector {
+        metric: q.metric,
+        labels: BTreeMap::new(),
+    };
+    if let Some(d) = q.device {
+        selector.labels.insert("device".to_owned(), d);
+    }
+    let series: Vec<SeriesView> = app
+        .state
+        .store
+        .select(
+            &selector,
+            q.start_ms.unwrap_or(i64::MIN),
+            q.end_ms.unwrap_or(i64::MAX),
+        )
+        .into_iter()
+        .map(|s| SeriesView {
+            metric: s.metric,
+            labels: s.labels,
+            points: s
+                .points
+                .iter()
+                .map(|&Point { ts_ms, value }| (ts_ms, value))
+                .collect(),
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "series": series })))
+}
+
+/// `POST /api/v1/ingest`: one batch, protobuf frame or JSON. Answers 200 only once the batch
+/// is durable (or was already stored).
+pub async fn ingest(
+    AxumState(app): AxumState<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let st = &app.state;
+    let reject = |reason: &'static str| {
+        st.telemetry
+            .rejected
+            .get_or_create(&RejectLabels {
+                transport: "http",
+                reason,
+            })
+            .inc();
+    };
+    let body = body.map_err(|e| {
+        reject("too_large");
+        ApiError::new(
+            e.status(),
+            format!(
+                "request body rejected: {} (at most {} bytes accepted)",
+                e.body_text(),
+                st.limits.max_payload_bytes
+            ),
+        )
+    })?;
+    let (batch, _) = decode(&body, &st.limits).map_err(|e| {
+        reject(e.kind());
+        tracing::warn!(reason = %e, "HTTP batch rejected");
+        ApiError::from(e)
+    })?;
+    let (device, seq) = (batch.device.clone(), batch.seq);
+    let outcome = app.ingest.store(batch, Transport::Http).await?;
+    let now = st.now_ms();
+    st.registry_mut().entry(&device).http_last_seen_ms = Some(now);
+    Ok(Json(serde_json::json!({
+        "status": outcome.as_str(),
+        "device": device,
+        "seq": seq,
+        "duplicate": outcome == Accepted::Duplicate,
+    })))
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", uri.path()),
+    )
+}

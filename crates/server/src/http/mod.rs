@@ -1,0 +1,82 @@
+//! The HTTP surface: fleet REST API under `/api/v1`, ingest, self-metrics, health, and the
+//! page at `/`.
+//!
+//! - [`api`]: devices, samples and ingest handlers.
+//! - [`web`]: the HTML page.
+//! - [`error`]: the one place errors become status codes.
+
+pub mod api;
+pub mod error;
+pub mod web;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State as AxumState};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+
+use crate::fleet::Status;
+use crate::ingest::Ingest;
+use crate::state::State;
+use crate::telemetry::StatusLabels;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub state: Arc<State>,
+    pub ingest: Ingest,
+}
+
+pub fn router(app: AppState) -> Router {
+    let body_limit = app.state.limits.max_payload_bytes;
+    Router::new()
+        .route("/", get(web::index))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/devices", get(api::list_devices))
+        .route("/api/v1/devices/{id}", get(api::get_device))
+        .route("/api/v1/samples", get(api::samples))
+        .route(
+            "/api/v1/ingest",
+            post(api::ingest).layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .fallback(api::not_found)
+        .with_state(app)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(AxumState(app): AxumState<AppState>) -> impl IntoResponse {
+    let st = &app.state;
+    let (online, offline) = {
+        let now = st.now_ms();
+        let registry = st.registry();
+        let online = registry
+            .iter()
+            .filter(|(_, d)| d.status(now, st.offline_after_ms) == Status::Online)
+            .count();
+        (online, registry.len() - online)
+    };
+    let t = &st.telemetry;
+    let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    t.devices
+        .get_or_create(&StatusLabels { status: "online" })
+        .set(to_i64(online as u64));
+    t.devices
+        .get_or_create(&StatusLabels { status: "offline" })
+        .set(to_i64(offline as u64));
+    let stats = st.store.stats();
+    t.store_series.set(to_i64(stats.series));
+    t.store_samples.set(to_i64(stats.samples));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        t.encode(),
+    )
+}

@@ -1,0 +1,220 @@
+//! # fleetmon server
+//!
+//! One process that devices send to and operators look at: an MQTT endpoint and HTTP ingest
+//! feeding a durable ingest pipeline, a device registry, a sample store, and the HTTP API and
+//! page on top.
+//!
+//! ## Layout
+//! - [`listener`]: where connections come from (plain TCP now; TLS slots in here).
+//! - [`mqtt`]: the MQTT 3.1.1 endpoint — sessions, broker (retained, wills, subscriptions).
+//! - [`http`]: REST API, ingest, `/metrics`, `/healthz`, the page at `/`.
+//! - [`ingest`]: dedupe by `(device, seq)`, WAL group commit, then visibility, then the ack.
+//! - [`wal`]: the write-ahead log's segments and records.
+//! - [`store`]: the sample store trait and the skeleton's in-memory store.
+//! - [`fleet`]: the device registry and online/offline.
+//! - [`telemetry`]: the server's own metrics.
+//! - [`state`], [`clock`]: what tasks share; injected time.
+//!
+//! [`Server::start`] binds, replays the WAL and spawns everything; [`Server::shutdown`] stops
+//! it. Tests drive a real server over real sockets on ephemeral ports.
+
+pub mod clock;
+pub mod fleet;
+pub mod http;
+pub mod ingest;
+pub mod listener;
+pub mod mqtt;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod wal;
+
+use std::fs::{File, OpenOptions};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use fleetmon_protocol::Limits;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::clock::Clock;
+use crate::ingest::Ingest;
+use crate::listener::Listener;
+use crate::state::State;
+use crate::store::MemoryStore;
+use crate::wal::{WalError, WalOptions};
+
+/// Everything the server needs to start. Validated by whoever builds it (the CLI).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub http_listen: SocketAddr,
+    pub mqtt_listen: SocketAddr,
+    /// An HTTP-only device is offline once its last batch is older than this.
+    pub offline_after: Duration,
+    pub limits: Limits,
+    pub wal: WalOptions,
+}
+
+impl ServerConfig {
+    /// Loopback on ephemeral ports, defaults elsewhere.
+    pub fn local(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mqtt_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            offline_after: Duration::from_secs(120),
+            limits: Limits::default(),
+            wal: WalOptions::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {0} is in use by another fleetmon server")]
+    DataDirLocked(PathBuf),
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Wal(#[from] WalError),
+}
+
+/// A running server.
+pub struct Server {
+    http_addr: SocketAddr,
+    mqtt_addr: SocketAddr,
+    state: Arc<State>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    wal_writer: Option<JoinHandle<()>>,
+    _lock: File,
+}
+
+impl Server {
+    /// Locks the data directory, replays the WAL, binds both listeners and starts serving.
+    pub async fn start(config: ServerConfig, clock: Arc<dyn Clock>) -> Result<Server, ServerError> {
+        let dir_err = |source| ServerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&config.data_dir).map_err(dir_err)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(config.data_dir.join("LOCK"))
+            .map_err(dir_err)?;
+        if lock.try_lock().is_err() {
+            return Err(ServerError::DataDirLocked(config.data_dir.clone()));
+        }
+
+        let mqtt =
+            Listener::bind(config.mqtt_listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    what: "MQTT",
+                    addr: config.mqtt_listen,
+                    source,
+                })?;
+        let http = tokio::net::TcpListener::bind(config.http_listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                what: "HTTP",
+                addr: config.http_listen,
+                source,
+            })?;
+        let bound = |l: std::io::Result<SocketAddr>, what, addr| {
+            l.map_err(|source| ServerError::Bind { what, addr, source })
+        };
+        let mqtt_addr = bound(mqtt.local_addr(), "MQTT", config.mqtt_listen)?;
+        let http_addr = bound(http.local_addr(), "HTTP", config.http_listen)?;
+
+        let offline_after_ms = i64::try_from(config.offline_after.as_millis()).unwrap_or(i64::MAX);
+        let state = Arc::new(State::new(
+            Arc::new(MemoryStore::new()),
+            clock,
+            config.limits.clone(),
+            offline_after_ms,
+        ));
+        let (ingest, replay, wal_writer) = Ingest::start(
+            &config.data_dir.join("wal"),
+            config.wal.clone(),
+            Arc::clone(&state),
+        )?;
+        for d in &replay.damage {
+            tracing::warn!(segment = %d.segment.display(), offset = d.offset, reason = %d.reason, truncated = d.truncated, "WAL damage found on replay");
+        }
+        tracing::info!(
+            records = replay.records,
+            devices = state.registry().len(),
+            "WAL replayed"
+        );
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let ctx = Arc::new(mqtt::Context::new(Arc::clone(&state), ingest.clone()));
+        tasks.spawn(mqtt::serve(mqtt, ctx, shutdown_rx.clone()));
+        let app = http::router(http::AppState {
+            state: Arc::clone(&state),
+            ingest,
+        });
+        let mut http_shutdown = shutdown_rx;
+        tasks.spawn(async move {
+            let serve = axum::serve(http, app).with_graceful_shutdown(async move {
+                let _ = http_shutdown.changed().await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(%http_addr, %mqtt_addr, data_dir = %config.data_dir.display(), "fleetmon server listening");
+        Ok(Server {
+            http_addr,
+            mqtt_addr,
+            state,
+            shutdown,
+            tasks,
+            wal_writer: Some(wal_writer),
+            _lock: lock,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
+    }
+
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Stops accepting, closes connections, and waits for the WAL writer to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.abort_all();
+        if let Some(writer) = self.wal_writer.take() {
+            // The writer ends when every ingest handle is gone; sessions may hold one briefly.
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+    }
+}
