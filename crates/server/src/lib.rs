@@ -214,7 +214,14 @@ impl Server {
         self.tasks.abort_all();
         if let Some(writer) = self.wal_writer.take() {
             // The writer ends when every ingest handle is gone; sessions may hold one briefly.
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+            // Whatever it has not answered was never acknowledged, so giving up is safe.
+            let joined = tokio::task::spawn_blocking(move || writer.join());
+            if tokio::time::timeout(Duration::from_secs(5), joined)
+                .await
+                .is_err()
+            {
+                tracing::warn!("WAL writer still busy at shutdown; leaving it");
+            }
         }
     }
 }

@@ -1,0 +1,206 @@
+//! Command-line flags, parsed raw by clap and then validated into the libraries' configs.
+//! Every flag can also come from a `FLEETMON_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fleetmon_protocol::{Format, Limits};
+use fleetmon_server::ServerConfig;
+use fleetmon_server::wal::WalOptions;
+use fleetmon_sim::SimOptions;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fleetmon",
+    version,
+    about = "Monitor and control fleets of IoT and embedded-Linux devices"
+)]
+pub struct Cli {
+    /// Log filter, e.g. `info` or `fleetmon_server=debug` (default: RUST_LOG, else info).
+    #[arg(long, global = true, env = "FLEETMON_LOG")]
+    pub log: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: MQTT endpoint, HTTP API and page, durable store.
+    Server(ServerArgs),
+    /// Run simulated devices against an MQTT endpoint; prints a JSON summary at the end.
+    Sim(SimArgs),
+    /// Run a server and a simulated fleet together, and print the dashboard URL.
+    Demo(DemoArgs),
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; expected a duration such as 500ms, 2s, 5m"))
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("{s:?} is not a socket address; expected IP:PORT such as 127.0.0.1:1883")
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Where the WAL and state live.
+    #[arg(long, env = "FLEETMON_DATA_DIR", default_value = "fleetmon-data")]
+    pub data_dir: PathBuf,
+    /// HTTP API, ingest and page.
+    #[arg(long, env = "FLEETMON_HTTP_LISTEN", default_value = "127.0.0.1:8427", value_parser = parse_addr)]
+    pub http_listen: SocketAddr,
+    /// MQTT endpoint for devices.
+    #[arg(long, env = "FLEETMON_MQTT_LISTEN", default_value = "127.0.0.1:1883", value_parser = parse_addr)]
+    pub mqtt_listen: SocketAddr,
+    /// A device that only uses HTTP is offline once its last batch is older than this.
+    #[arg(long, env = "FLEETMON_OFFLINE_AFTER", default_value = "2m", value_parser = parse_duration)]
+    pub offline_after: Duration,
+    /// Largest batch payload accepted, in bytes.
+    #[arg(long, env = "FLEETMON_MAX_PAYLOAD_BYTES", default_value_t = Limits::default().max_payload_bytes)]
+    pub max_payload_bytes: usize,
+    /// Size at which a new WAL segment starts, in bytes.
+    #[arg(long, env = "FLEETMON_WAL_SEGMENT_BYTES", default_value_t = WalOptions::default().segment_bytes)]
+    pub wal_segment_bytes: u64,
+}
+
+impl ServerArgs {
+    pub fn into_config(self) -> anyhow::Result<ServerConfig> {
+        if !(1024..=64 << 20).contains(&self.max_payload_bytes) {
+            bail!(
+                "--max-payload-bytes {}: expected between 1024 and {} bytes",
+                self.max_payload_bytes,
+                64 << 20
+            );
+        }
+        if self.offline_after.is_zero() {
+            bail!("--offline-after must be longer than zero");
+        }
+        if self.wal_segment_bytes < 4096 {
+            bail!(
+                "--wal-segment-bytes {}: expected at least 4096",
+                self.wal_segment_bytes
+            );
+        }
+        Ok(ServerConfig {
+            data_dir: self.data_dir,
+            http_listen: self.http_listen,
+            mqtt_listen: self.mqtt_listen,
+            offline_after: self.offline_after,
+            limits: Limits {
+                max_payload_bytes: self.max_payload_bytes,
+                ..Limits::default()
+            },
+            wal: WalOptions {
+                segment_bytes: self.wal_segment_bytes,
+            },
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PayloadFormat {
+    Protobuf,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// MQTT endpoint, HOST:PORT.
+    #[arg(long, env = "FLEETMON_SIM_MQTT", default_value = "127.0.0.1:1883")]
+    pub mqtt: String,
+    /// Number of simulated devices.
+    #[arg(long, default_value_t = 10)]
+    pub devices: usize,
+    /// Time between two batches of one device.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Stop after this long (default: run until Ctrl-C or --batches).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many batches per device.
+    #[arg(long)]
+    pub batches: Option<u64>,
+    /// Seed of the simulated values; the same seed gives the same fleet.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Device ids are PREFIX followed by a five-digit number.
+    #[arg(long, default_value = "sim-")]
+    pub prefix: String,
+    /// Seq of each device's first batch (default: now in Unix milliseconds, so a rerun
+    /// against the same server continues past the last run instead of being deduplicated).
+    #[arg(long)]
+    pub first_seq: Option<u64>,
+    #[arg(long, value_enum, default_value = "protobuf")]
+    pub format: PayloadFormat,
+    /// How long to wait for outstanding acknowledgements at the end.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl SimArgs {
+    pub fn into_options(self) -> anyhow::Result<SimOptions> {
+        if self.devices == 0 || self.devices > 100_000 {
+            bail!("--devices {}: expected 1 to 100000", self.devices);
+        }
+        if self.interval < Duration::from_millis(10) {
+            bail!("--interval {:?}: expected at least 10ms", self.interval);
+        }
+        if !self.mqtt.contains(':') {
+            bail!(
+                "--mqtt {:?}: expected HOST:PORT such as 127.0.0.1:1883",
+                self.mqtt
+            );
+        }
+        Ok(SimOptions {
+            mqtt: self.mqtt,
+            devices: self.devices,
+            interval: self.interval,
+            duration: self.duration,
+            batches: self.batches,
+            seed: self.seed,
+            prefix: self.prefix,
+            first_seq: self.first_seq.unwrap_or_else(seq_from_clock),
+            format: match self.format {
+                PayloadFormat::Protobuf => Format::Protobuf,
+                PayloadFormat::Json => Format::Json,
+            },
+            progress: !self.quiet,
+            drain_timeout: self.drain_timeout,
+        })
+    }
+}
+
+/// A first seq past every earlier run's: batches are at least 10 ms apart, so a run's seqs
+/// never overtake the clock.
+pub fn seq_from_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of simulated devices.
+    #[arg(long, default_value_t = 25)]
+    pub devices: usize,
+    /// Time between two batches of one device.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub interval: Duration,
+    #[arg(long, env = "FLEETMON_DATA_DIR", default_value = "fleetmon-data")]
+    pub data_dir: PathBuf,
+    /// HTTP address; if taken, a free port is used instead.
+    #[arg(long, default_value = "127.0.0.1:8427", value_parser = parse_addr)]
+    pub http_listen: SocketAddr,
+    /// MQTT address; if taken, a free port is used instead.
+    #[arg(long, default_value = "127.0.0.1:1883", value_parser = parse_addr)]
+    pub mqtt_listen: SocketAddr,
+}

@@ -1,0 +1,83 @@
+//! `fleetmon demo`: a server with its defaults plus a simulated fleet in one process, and the
+//! URL to open. Open on loopback, without device authentication: a demo, and it says so.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use fleetmon_protocol::Format;
+use fleetmon_server::clock::SystemClock;
+use fleetmon_server::{Server, ServerConfig};
+use fleetmon_sim::SimOptions;
+
+use crate::cli::DemoArgs;
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if args.devices == 0 || args.devices > 100_000 {
+        bail!("--devices {}: expected 1 to 100000", args.devices);
+    }
+    if args.interval < std::time::Duration::from_millis(10) {
+        bail!("--interval {:?}: expected at least 10ms", args.interval);
+    }
+    let mut config = ServerConfig::local(&args.data_dir);
+    config.http_listen = free_or_ephemeral(args.http_listen);
+    config.mqtt_listen = free_or_ephemeral(args.mqtt_listen);
+    let server = Server::start(config, Arc::new(SystemClock))
+        .await
+        .context("starting the demo server")?;
+    let http = server.http_addr();
+    let mqtt = server.mqtt_addr();
+    println!();
+    println!("  fleetmon demo");
+    println!("  dashboard  http://{http}/");
+    println!("  devices    http://{http}/api/v1/devices");
+    println!(
+        "  mqtt       {mqtt}   (mosquitto_sub -h {} -p {} -t 'fleetmon/v1/+/status' -v)",
+        mqtt.ip(),
+        mqtt.port()
+    );
+    println!("  data       {}", args.data_dir.display());
+    println!(
+        "  fleet      {} simulated devices, one batch every {}",
+        args.devices,
+        humantime::format_duration(args.interval)
+    );
+    println!("  security   open on loopback, devices not authenticated: demo only");
+    println!("  Ctrl-C stops.");
+    println!();
+    let options = SimOptions {
+        mqtt: mqtt.to_string(),
+        devices: args.devices,
+        interval: args.interval,
+        duration: None,
+        batches: None,
+        seed: 1,
+        prefix: "demo-".to_owned(),
+        first_seq: crate::cli::seq_from_clock(),
+        format: Format::Protobuf,
+        progress: false,
+        drain_timeout: std::time::Duration::from_secs(5),
+    };
+    let summary = fleetmon_sim::run(options, crate::wait_for_signal()).await;
+    match summary {
+        Ok(s) => tracing::info!(
+            batches = s.batches_sent,
+            acked = s.batches_acked,
+            "simulated fleet stopped"
+        ),
+        Err(e) => tracing::error!(error = %e, "simulated fleet failed"),
+    }
+    server.shutdown().await;
+    Ok(())
+}
+
+/// `addr` if it can be bound now, else the same IP with a port the OS picks.
+fn free_or_ephemeral(addr: SocketAddr) -> SocketAddr {
+    match TcpListener::bind(addr) {
+        Ok(_) => addr,
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "address taken; using a free port");
+            SocketAddr::new(addr.ip(), 0)
+        }
+    }
+}

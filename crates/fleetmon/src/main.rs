@@ -1,0 +1,95 @@
+//! The `fleetmon` operator binary: parses the command line and hands over to the libraries.
+//! Its output on stdout is its interface (URLs, JSON summaries); logs go to stderr.
+#![allow(clippy::print_stdout, reason = "a CLI's stdout is its output")]
+
+mod cli;
+mod demo;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use fleetmon_server::Server;
+use fleetmon_server::clock::SystemClock;
+
+use cli::{Cli, Command, ServerArgs, SimArgs};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log.as_deref());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => server(args).await,
+            Command::Sim(args) => sim(args).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+    })
+}
+
+fn init_logging(filter: Option<&str>) {
+    let filter = filter
+        .map(str::to_owned)
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".to_owned());
+    let env_filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+        eprintln!("fleetmon: log filter {filter:?} is invalid ({e}); using `info`");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let server = Server::start(config, Arc::new(SystemClock))
+        .await
+        .context("starting the server")?;
+    println!(
+        "fleetmon server: http://{}/ mqtt://{}",
+        server.http_addr(),
+        server.mqtt_addr()
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn sim(args: SimArgs) -> anyhow::Result<()> {
+    let options = args.into_options()?;
+    let summary = fleetmon_sim::run(options, wait_for_signal())
+        .await
+        .context("running the simulated fleet")?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

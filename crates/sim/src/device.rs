@@ -1,0 +1,522 @@
+//! One simulated device: its own MQTT connection, producing a batch every interval, tracking
+//! which batches the server acknowledged, reconnecting and resending when the server goes
+//! away, and saying goodbye properly at the end.
+//!
+//! # Life of a device
+//! 1. Wait for its start offset (devices are staggered over the first interval).
+//! 2. **Running**: connect (Last Will `offline` on the status topic, retained, QoS 1); after
+//!    every CONNACK publish a retained `online`. Every tick, produce a batch into the
+//!    [`Outbox`] whether connected or not; when more than the backlog bound are
+//!    unacknowledged, skip the tick and count it. When the connection fails, keep polling the
+//!    event loop after a short random backoff; it reconnects and the outbox re-sends.
+//! 3. **Draining** (after the last tick, the run's end, or `stop`): produce no more, wait up
+//!    to `drain_timeout` for every batch's PUBACK.
+//! 4. **Closing**: publish a retained `offline`, wait briefly for its PUBACK, then send
+//!    DISCONNECT. If that fails the connection is just dropped, and the broker publishes the
+//!    Last Will (also `offline`).
+//!
+//! The event loop is polled in a `select!` with the timers. The outbox assigns packet ids and
+//! feeds `EventLoop::pending` directly; see [`crate::outbox`] for why.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fastrand::Rng;
+use fleetmon_protocol::{Format, SeqSet, Topic, encode_json, encode_protobuf};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions,
+    Outgoing, Packet, Publish, QoS, Request,
+};
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
+use tracing::{debug, warn};
+
+use crate::generator::Generator;
+use crate::identity::Identity;
+use crate::options::Endpoint;
+use crate::outbox::{Kind, Outbox};
+use crate::signal::mix;
+use crate::stats::FleetStats;
+use crate::summary::DeviceSummary;
+
+/// Messages handed to the event loop at once (and so the largest packet id).
+const WINDOW: u16 = 32;
+/// MQTT keepalive; a dead connection is noticed within about twice this.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// Reconnect backoff, drawn uniformly so a fleet does not reconnect in lockstep.
+const BACKOFF_MS: std::ops::RangeInclusive<u64> = 100..=250;
+/// A written message still unacknowledged after this long means the connection is stuck
+/// (or a write was lost): drop it and resend on a new one.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the final `offline` status and DISCONNECT may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Everything a device needs to know, fixed for the run.
+#[derive(Debug, Clone)]
+pub(crate) struct DeviceConfig {
+    pub identity: Identity,
+    pub endpoint: Endpoint,
+    pub start_at: Instant,
+    pub interval: Duration,
+    pub batches: Option<u64>,
+    pub first_seq: u64,
+    pub format: Format,
+    pub drain_timeout: Duration,
+    pub max_unacked: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Draining { until: Instant },
+    Closing { until: Instant },
+}
+
+/// What woke the device up.
+enum Wake {
+    Stop,
+    Tick,
+    Deadline,
+    Reconnect,
+    AckTimeout,
+    Mqtt(Result<Event, ConnectionError>),
+}
+
+struct Device {
+    cfg: DeviceConfig,
+    generator: Generator,
+    outbox: Outbox,
+    summary: DeviceSummary,
+    stats: Arc<FleetStats>,
+    telemetry_topic: String,
+    status_topic: String,
+    connected: bool,
+    /// Failures since the last CONNACK; only the first of an outage is logged.
+    failures: u64,
+    rng: Rng,
+    disconnect_sent: bool,
+    /// Seqs written at least once, and acknowledged; copied into the summary at the end.
+    sent: SeqSet,
+    acked: SeqSet,
+}
+
+/// Runs one device until it has drained and closed; returns what it did.
+pub(crate) async fn run_device(
+    cfg: DeviceConfig,
+    mut stop: watch::Receiver<bool>,
+    stats: Arc<FleetStats>,
+) -> DeviceSummary {
+    let id = &cfg.identity;
+    let summary = DeviceSummary {
+        device: id.device.clone(),
+        model: id.model.as_str().to_owned(),
+        site: id.site.name.to_owned(),
+        boot_id: id.boot_id.clone(),
+        first_seq: cfg.first_seq,
+        ..DeviceSummary::default()
+    };
+    let mut device = Device {
+        generator: Generator::new(id),
+        outbox: Outbox::new(WINDOW, cfg.max_unacked),
+        telemetry_topic: Topic::telemetry(&id.device),
+        status_topic: Topic::status(&id.device),
+        rng: Rng::with_seed(mix(id.value_seed, 0xB0FF)),
+        summary,
+        stats,
+        connected: false,
+        failures: 0,
+        disconnect_sent: false,
+        sent: SeqSet::new(),
+        acked: SeqSet::new(),
+        cfg,
+    };
+
+    // The stagger: nothing happens before the start offset, unless the run is stopped.
+    tokio::select! {
+        () = sleep_until(device.cfg.start_at) => {}
+        _ = stop.wait_for(|stopped| *stopped) => return device.summary,
+    }
+
+    let (client, eventloop) = connect_options(&device.cfg, &device.status_topic);
+    device.run(eventloop, &mut stop).await;
+    // The client kept the request channel open while polling; it is no longer needed.
+    drop(client);
+    device.summary
+}
+
+/// The MQTT client of a device: client id = device id, Last Will `offline` retained.
+fn connect_options(cfg: &DeviceConfig, status_topic: &str) -> (AsyncClient, EventLoop) {
+    let mut options = MqttOptions::new(
+        cfg.identity.device.clone(),
+        cfg.endpoint.host.clone(),
+        cfg.endpoint.port,
+    );
+    options
+        .set_keep_alive(KEEP_ALIVE)
+        // The outbox, not the broker session, is what survives a reconnect.
+        .set_clean_session(true)
+        .set_inflight(WINDOW)
+        .set_max_packet_size(1 << 20, 1 << 20)
+        .set_last_will(LastWill::new(
+            status_topic,
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    let mut network = NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    network.set_connection_timeout(5);
+    eventloop.set_network_options(network);
+    (client, eventloop)
+}
+
+impl Device {
+    async fn run(&mut self, mut eventloop: EventLoop, stop: &mut watch::Receiver<bool>) {
+        let mut ticker = interval_at(self.cfg.start_at, self.cfg.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut phase = Phase::Running;
+        let mut reconnect_at: Option<Instant> = None;
+        let mut offline_acked = false;
+
+        loop {
+            let now = Instant::now();
+            if phase == Phase::Running && *stop.borrow_and_update() {
+                phase = self.drain(now);
+            }
+            if let Phase::Draining { until } = phase
+                && (self.outbox.unacked() == 0 || now >= until)
+            {
+                phase = self.close(now);
+            }
+            if let Phase::Closing { until } = phase {
+                // A device that never got through has no status to take back.
+                let never_connected = self.summary.connections == 0 && !self.connected;
+                if self.disconnect_sent || now >= until || never_connected {
+                    break;
+                }
+                if offline_acked && self.connected && !self.disconnect_sent {
+                    eventloop
+                        .pending
+                        .push_back(Request::Disconnect(rumqttc::Disconnect));
+                    offline_acked = false;
+                }
+            }
+            if self.connected {
+                while let Some(publish) = self.outbox.next() {
+                    eventloop.pending.push_back(Request::Publish(publish));
+                }
+            }
+
+            let deadline = match phase {
+                Phase::Running => None,
+                Phase::Draining { until } | Phase::Closing { until } => Some(until),
+            };
+            let ack_deadline = self
+                .outbox
+                .oldest_write()
+                .filter(|_| self.connected)
+                .map(|t| t + ACK_TIMEOUT);
+            let running = phase == Phase::Running;
+            let wake = tokio::select! {
+                biased;
+                _ = stop.changed(), if running => Wake::Stop,
+                _ = ticker.tick(), if running => Wake::Tick,
+                () = sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => Wake::Deadline,
+                () = sleep_until(reconnect_at.unwrap_or(now)), if reconnect_at.is_some() => Wake::Reconnect,
+                () = sleep_until(ack_deadline.unwrap_or(now)), if ack_deadline.is_some() => Wake::AckTimeout,
+                event = eventloop.poll(), if reconnect_at.is_none() => Wake::Mqtt(event),
+            };
+
+            match wake {
+                // A closed channel (the run is gone) counts as a stop too.
+                Wake::Stop => phase = self.drain(Instant::now()),
+                Wake::Tick => {
+                    self.produce();
+                    if self.cfg.batches.is_some_and(|n| self.ticks() >= n) {
+                        phase = self.drain(Instant::now());
+                    }
+                }
+                Wake::Deadline => {}
+                Wake::Reconnect => reconnect_at = None,
+                Wake::AckTimeout => {
+                    warn!(
+                        device = %self.cfg.identity.device,
+                        timeout_s = ACK_TIMEOUT.as_secs(),
+                        "no PUBACK for a published batch; reconnecting to resend"
+                    );
+                    // Drops the network; the next poll reconnects.
+                    eventloop.clean();
+                    offline_acked |= self.connection_lost(&mut eventloop, phase);
+                }
+                Wake::Mqtt(Ok(event)) => {
+                    let acked = self.on_event(event, &mut eventloop, phase);
+                    offline_acked |= acked == Some(Kind::Status { online: false });
+                }
+                Wake::Mqtt(Err(error)) => {
+                    self.failures += 1;
+                    if self.failures == 1 {
+                        if matches!(error, ConnectionError::ConnectionRefused(_)) {
+                            // The server answered and said no: a configuration problem.
+                            warn!(device = %self.cfg.identity.device, %error, "MQTT connection refused; retrying");
+                        } else {
+                            debug!(device = %self.cfg.identity.device, %error, "MQTT connection failed; retrying");
+                        }
+                    }
+                    offline_acked |= self.connection_lost(&mut eventloop, phase);
+                    let backoff = self.rng.u64(BACKOFF_MS);
+                    reconnect_at = Some(Instant::now() + Duration::from_millis(backoff));
+                }
+            }
+        }
+
+        if self.connected {
+            self.connected = false;
+            self.stats.disconnected();
+        }
+        self.summary.clean_disconnect = self.disconnect_sent;
+        self.summary.sent_seqs = self.sent.ranges().to_vec();
+        self.summary.acked_seqs = self.acked.ranges().to_vec();
+        let counts = &self.summary.samples_per_batch;
+        self.summary.samples_sent = counts.total_in(&self.summary.sent_seqs);
+        self.summary.samples_acked = counts.total_in(&self.summary.acked_seqs);
+        debug!(
+            device = %self.cfg.identity.device,
+            produced = self.summary.batches_produced,
+            acked = self.summary.batches_acked,
+            "device finished"
+        );
+    }
+
+    /// Stops producing; waits for acknowledgements until the drain deadline.
+    fn drain(&mut self, now: Instant) -> Phase {
+        Phase::Draining {
+            until: crate::later(now, self.cfg.drain_timeout),
+        }
+    }
+
+    /// Queues the final `offline` status (now if connected, else after the next CONNACK).
+    fn close(&mut self, now: Instant) -> Phase {
+        if self.connected {
+            let publish = self.status(false);
+            self.outbox.push_status(false, publish);
+        }
+        Phase::Closing {
+            until: now + CLOSE_TIMEOUT,
+        }
+    }
+
+    /// Ticks so far: batches produced plus those held back. The `batches` option counts
+    /// ticks, so a run against a server that never answers still ends.
+    fn ticks(&self) -> u64 {
+        self.summary.batches_produced + self.summary.batches_skipped
+    }
+
+    /// Produces the next batch into the outbox, unless the backlog is full.
+    fn produce(&mut self) {
+        if self.outbox.is_full() {
+            self.summary.batches_skipped += 1;
+            self.stats.skipped();
+            if self.summary.batches_skipped == 1 {
+                debug!(device = %self.cfg.identity.device, "backlog full; holding back new batches");
+            }
+            return;
+        }
+        let seq = self.cfg.first_seq + self.summary.batches_produced;
+        let batch = self.generator.batch(seq, wall_clock_ms());
+        let payload = match self.cfg.format {
+            Format::Protobuf => encode_protobuf(&batch),
+            Format::Json => encode_json(&batch),
+        };
+        let samples = u32::try_from(batch.samples.len()).unwrap_or(u32::MAX);
+        let publish = Publish::new(self.telemetry_topic.clone(), QoS::AtLeastOnce, payload);
+        self.outbox.push_telemetry(seq, samples, publish);
+        self.summary.samples_per_batch.record(seq, samples);
+        self.summary.batches_produced += 1;
+        self.stats.produced();
+    }
+
+    /// A retained status message.
+    fn status(&self, online: bool) -> Publish {
+        let mut publish = Publish::new(
+            self.status_topic.clone(),
+            QoS::AtLeastOnce,
+            if online { "online" } else { "offline" },
+        );
+        publish.retain = true;
+        publish
+    }
+
+    /// Accounts for one event; returns the kind of message a PUBACK acknowledged.
+    fn on_event(&mut self, event: Event, eventloop: &mut EventLoop, phase: Phase) -> Option<Kind> {
+        match event {
+            Event::Incoming(Packet::ConnAck(_)) => {
+                if self.failures > 0 || self.summary.connections > 0 {
+                    debug!(device = %self.cfg.identity.device, failures = self.failures, "reconnected");
+                }
+                self.failures = 0;
+                self.connected = true;
+                self.summary.connections += 1;
+                self.stats.connected();
+                // The outbox re-sends everything unacknowledged; nothing left over from the
+                // previous connection may go out twice.
+                eventloop.pending.clear();
+                let online = !matches!(phase, Phase::Closing { .. });
+                let publish = self.status(online);
+                self.outbox.push_status(online, publish);
+                None
+            }
+            Event::Incoming(Packet::PubAck(ack)) => {
+                let kind = self.outbox.acked(ack.pkid)?;
+                if let Kind::Telemetry { seq, .. } = kind
+                    && self.acked.insert(seq)
+                {
+                    self.summary.batches_acked += 1;
+                    self.stats.acked();
+                }
+                Some(kind)
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                let written = self.outbox.written(pkid, Instant::now())?;
+                if let Kind::Telemetry { seq, .. } = written.kind {
+                    if self.sent.insert(seq) {
+                        self.summary.batches_sent += 1;
+                    } else {
+                        self.summary.resends += 1;
+                    }
+                }
+                None
+            }
+            Event::Outgoing(Outgoing::Disconnect) => {
+                self.disconnect_sent = true;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// The connection is gone: everything unacknowledged waits for the next one. Returns
+    /// true when a buffered PUBACK acknowledged the final `offline` status.
+    fn connection_lost(&mut self, eventloop: &mut EventLoop, phase: Phase) -> bool {
+        // Packets read before the failure are real (PUBACKs included) and still buffered in
+        // the event loop: account for them before the outbox takes everything back, or a
+        // stale PUBACK would be matched against a packet id reused on the next connection.
+        let buffered: Vec<Event> = eventloop.state.events.drain(..).collect();
+        let mut offline_acked = false;
+        for event in buffered {
+            let acked = self.on_event(event, eventloop, phase);
+            offline_acked |= acked == Some(Kind::Status { online: false });
+        }
+        if self.connected {
+            self.connected = false;
+            self.stats.disconnected();
+        }
+        self.outbox.connection_lost();
+        // rumqttc moved its unacknowledged publishes here; the outbox owns them now.
+        eventloop.pending.clear();
+        offline_acked
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use rumqttc::PubAck;
+
+    use super::*;
+    use crate::options::Endpoint;
+
+    fn device() -> Device {
+        let identity = Identity::new(1, 0, "sim-00000".into());
+        let cfg = DeviceConfig {
+            identity: identity.clone(),
+            endpoint: Endpoint {
+                host: "127.0.0.1".into(),
+                port: 1,
+            },
+            start_at: Instant::now(),
+            interval: Duration::from_secs(1),
+            batches: None,
+            first_seq: 1,
+            format: Format::Protobuf,
+            drain_timeout: Duration::from_secs(1),
+            max_unacked: 10,
+        };
+        Device {
+            generator: Generator::new(&identity),
+            outbox: Outbox::new(WINDOW, 10),
+            telemetry_topic: Topic::telemetry(&identity.device),
+            status_topic: Topic::status(&identity.device),
+            rng: Rng::with_seed(1),
+            summary: DeviceSummary::default(),
+            stats: Arc::new(FleetStats::default()),
+            connected: true,
+            failures: 0,
+            disconnect_sent: false,
+            sent: SeqSet::new(),
+            acked: SeqSet::new(),
+            cfg,
+        }
+    }
+
+    /// Regression: a PUBACK read just before the connection failed stays buffered in the
+    /// event loop. It must count for the batch it acknowledged, not for whatever reuses its
+    /// packet id on the next connection.
+    #[tokio::test]
+    async fn pubacks_buffered_at_a_failure_are_credited_before_resending() {
+        let mut d = device();
+        let (_client, mut eventloop) = connect_options(&d.cfg, &d.status_topic);
+        d.produce();
+        d.produce();
+        let first = d.outbox.next().unwrap();
+        let second = d.outbox.next().unwrap();
+        for p in [&first, &second] {
+            d.on_event(
+                Event::Outgoing(Outgoing::Publish(p.pkid)),
+                &mut eventloop,
+                Phase::Running,
+            );
+        }
+        eventloop
+            .state
+            .events
+            .push_back(Event::Incoming(Packet::PubAck(PubAck::new(first.pkid))));
+        d.connection_lost(&mut eventloop, Phase::Running);
+        assert_eq!(d.acked.ranges(), &[[1, 1]]);
+        assert_eq!(d.outbox.unacked(), 1, "only seq 2 is resent");
+        assert!(!d.connected);
+        assert!(eventloop.state.events.is_empty() && eventloop.pending.is_empty());
+        // After the reconnect, seq 2 goes out again as a resend.
+        d.on_event(
+            Event::Incoming(Packet::ConnAck(rumqttc::ConnAck::new(
+                rumqttc::ConnectReturnCode::Success,
+                false,
+            ))),
+            &mut eventloop,
+            Phase::Running,
+        );
+        let status = d.outbox.next().unwrap();
+        assert_eq!(status.topic, "fleetmon/v1/sim-00000/status");
+        let again = d.outbox.next().unwrap();
+        assert!(again.dup);
+        d.on_event(
+            Event::Outgoing(Outgoing::Publish(again.pkid)),
+            &mut eventloop,
+            Phase::Running,
+        );
+        d.on_event(
+            Event::Incoming(Packet::PubAck(PubAck::new(again.pkid))),
+            &mut eventloop,
+            Phase::Running,
+        );
+        assert_eq!(d.acked.ranges(), &[[1, 2]]);
+        assert_eq!(d.summary.resends, 1);
+        assert_eq!(d.summary.batches_sent, 2);
+    }
+}

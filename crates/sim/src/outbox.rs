@@ -1,0 +1,347 @@
+//! What one device has published and not yet had acknowledged, and which MQTT packet id
+//! stands for which batch.
+//!
+//! # Why the simulator assigns packet ids itself
+//! `rumqttc` 0.25 does not tell a caller which packet id a `publish` got; it only reports
+//! `Outgoing::Publish(pkid)` when a packet is written. Worse, when the connection drops it
+//! moves unacknowledged publishes into `EventLoop::pending`, and on the next CONNACK it
+//! *clears* that list unless the broker reports `session_present`, which never happens with
+//! `clean_session = true` and does not happen after a broker restart without persistence
+//! either. Publishes drained from the request channel at that moment are lost the same way.
+//!
+//! So the device keeps the truth here: every message waits in this outbox until its PUBACK.
+//! Messages are handed to the event loop by pushing `Request::Publish` with a packet id chosen
+//! here (from `1..=window`, never one still unacknowledged) straight into
+//! `EventLoop::pending`, so `pkid → message` is known exactly, resends keep their batch's seq
+//! and status messages (which use packet ids too) are never mistaken for telemetry. When the
+//! connection is lost, everything unacknowledged goes back to the queue, in seq order, and is
+//! handed again (with DUP set) after the next CONNACK.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rumqttc::Publish;
+use tokio::time::Instant;
+
+/// What a message is, as reported when it is written or acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Telemetry {
+        seq: u64,
+        samples: u32,
+    },
+    /// A retained `online` (true) or `offline` (false) on the status topic.
+    Status {
+        online: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Message {
+    kind: Kind,
+    publish: Publish,
+    /// Written to the network at least once (on any connection).
+    written: bool,
+}
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    message: Message,
+    /// When the event loop wrote it on the current connection.
+    written_at: Option<Instant>,
+}
+
+/// What [`Outbox::written`] learned about a packet the event loop wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Written {
+    pub kind: Kind,
+    /// True the first time this message reaches the network, false for a resend.
+    pub first: bool,
+}
+
+/// The unacknowledged messages of one device.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    window: u16,
+    max_unacked: usize,
+    /// Waiting to be handed to the event loop on the current connection.
+    queue: VecDeque<Message>,
+    /// Handed to the event loop, keyed by the packet id they were given.
+    inflight: BTreeMap<u16, InFlight>,
+    /// Where the search for a free packet id starts, so ids rotate instead of being reused at
+    /// once.
+    next_pkid: u16,
+    unacked_telemetry: usize,
+}
+
+impl Outbox {
+    /// At most `window` messages are handed to the event loop at once (and packet ids are
+    /// `1..=window`, so the event loop's `inflight` option must be at least `window`); at most
+    /// `max_unacked` telemetry batches are held before [`Outbox::is_full`] says stop producing.
+    pub fn new(window: u16, max_unacked: usize) -> Self {
+        Self {
+            window: window.max(1),
+            max_unacked,
+            queue: VecDeque::new(),
+            inflight: BTreeMap::new(),
+            next_pkid: 1,
+            unacked_telemetry: 0,
+        }
+    }
+
+    /// True when the backlog of unacknowledged batches is at its bound.
+    pub fn is_full(&self) -> bool {
+        self.unacked_telemetry >= self.max_unacked
+    }
+
+    /// Telemetry batches not yet acknowledged (queued or in flight).
+    pub fn unacked(&self) -> usize {
+        self.unacked_telemetry
+    }
+
+    /// Queues a batch behind the others.
+    pub fn push_telemetry(&mut self, seq: u64, samples: u32, publish: Publish) {
+        self.unacked_telemetry += 1;
+        self.queue.push_back(Message {
+            kind: Kind::Telemetry { seq, samples },
+            publish,
+            written: false,
+        });
+    }
+
+    /// Queues a status message ahead of the batches: the birth message goes first.
+    pub fn push_status(&mut self, online: bool, publish: Publish) {
+        self.queue.push_front(Message {
+            kind: Kind::Status { online },
+            publish,
+            written: false,
+        });
+    }
+
+    /// The next message to hand to the event loop, with its packet id set, if the window
+    /// has room.
+    pub fn next(&mut self) -> Option<Publish> {
+        if self.inflight.len() >= usize::from(self.window) {
+            return None;
+        }
+        let message = self.queue.pop_front()?;
+        let pkid = self.free_pkid();
+        let mut publish = message.publish.clone();
+        publish.pkid = pkid;
+        publish.dup = message.written;
+        self.inflight.insert(
+            pkid,
+            InFlight {
+                message,
+                written_at: None,
+            },
+        );
+        Some(publish)
+    }
+
+    /// A free packet id; only called when fewer than `window` are in use, so one exists.
+    fn free_pkid(&mut self) -> u16 {
+        let mut pkid = self.next_pkid;
+        for _ in 0..self.window {
+            if !self.inflight.contains_key(&pkid) {
+                break;
+            }
+            pkid = if pkid >= self.window { 1 } else { pkid + 1 };
+        }
+        self.next_pkid = if pkid >= self.window { 1 } else { pkid + 1 };
+        pkid
+    }
+
+    /// The event loop wrote the publish with packet id `pkid` (`Outgoing::Publish`).
+    pub fn written(&mut self, pkid: u16, now: Instant) -> Option<Written> {
+        let entry = self.inflight.get_mut(&pkid)?;
+        entry.written_at = Some(now);
+        let first = !entry.message.written;
+        entry.message.written = true;
+        Some(Written {
+            kind: entry.message.kind,
+            first,
+        })
+    }
+
+    /// A PUBACK for `pkid` arrived: the message is delivered and forgotten.
+    pub fn acked(&mut self, pkid: u16) -> Option<Kind> {
+        let entry = self.inflight.remove(&pkid)?;
+        if matches!(entry.message.kind, Kind::Telemetry { .. }) {
+            self.unacked_telemetry -= 1;
+        }
+        Some(entry.message.kind)
+    }
+
+    /// The connection is gone: every unacknowledged batch goes back to the queue, oldest seq
+    /// first, to be handed again after the next CONNACK. Status messages are dropped; the
+    /// device queues a fresh one for the new connection.
+    pub fn connection_lost(&mut self) {
+        let mut batches: Vec<Message> = std::mem::take(&mut self.inflight)
+            .into_values()
+            .map(|f| f.message)
+            .chain(self.queue.drain(..))
+            .filter(|m| matches!(m.kind, Kind::Telemetry { .. }))
+            .collect();
+        batches.sort_by_key(|m| match m.kind {
+            Kind::Telemetry { seq, .. } => seq,
+            Kind::Status { .. } => 0,
+        });
+        self.queue = batches.into();
+    }
+
+    /// When the oldest written-but-unacknowledged message was written, if any.
+    pub fn oldest_write(&self) -> Option<Instant> {
+        self.inflight.values().filter_map(|f| f.written_at).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rumqttc::QoS;
+
+    use super::*;
+
+    fn batch(seq: u64) -> Publish {
+        Publish::new("fleetmon/v1/d/telemetry", QoS::AtLeastOnce, vec![seq as u8])
+    }
+
+    fn status(online: bool) -> Publish {
+        let mut p = Publish::new(
+            "fleetmon/v1/d/status",
+            QoS::AtLeastOnce,
+            if online { "online" } else { "offline" },
+        );
+        p.retain = true;
+        p
+    }
+
+    fn seq_of(kind: Option<Kind>) -> Option<u64> {
+        match kind {
+            Some(Kind::Telemetry { seq, .. }) => Some(seq),
+            _ => None,
+        }
+    }
+
+    fn hand_all(o: &mut Outbox) -> Vec<Publish> {
+        std::iter::from_fn(|| o.next()).collect()
+    }
+
+    #[test]
+    fn packet_ids_map_to_seqs_and_status_is_told_apart() {
+        let now = Instant::now();
+        let mut o = Outbox::new(4, 100);
+        o.push_telemetry(1, 30, batch(1));
+        o.push_telemetry(2, 30, batch(2));
+        o.push_status(true, status(true));
+        let handed = hand_all(&mut o);
+        assert_eq!(handed.len(), 3);
+        // The birth message goes first; ids are distinct.
+        assert_eq!(handed[0].topic, "fleetmon/v1/d/status");
+        let ids: Vec<u16> = handed.iter().map(|p| p.pkid).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        for p in &handed {
+            assert!(!p.dup);
+            o.written(p.pkid, now);
+        }
+        assert_eq!(o.acked(1), Some(Kind::Status { online: true }));
+        assert_eq!(seq_of(o.acked(3)), Some(2));
+        assert_eq!(seq_of(o.acked(2)), Some(1));
+        assert_eq!(o.acked(2), None, "a second ack for an id is ignored");
+        assert_eq!(o.unacked(), 0);
+    }
+
+    #[test]
+    fn the_window_bounds_what_is_handed_and_ids_are_never_shared() {
+        let now = Instant::now();
+        let mut o = Outbox::new(3, 100);
+        for seq in 1..=10 {
+            o.push_telemetry(seq, 1, batch(seq));
+        }
+        let mut acked = Vec::new();
+        let mut outstanding: VecDeque<u16> = VecDeque::new();
+        while o.unacked() > 0 {
+            for p in hand_all(&mut o) {
+                assert!((1..=3).contains(&p.pkid));
+                assert!(
+                    !outstanding.contains(&p.pkid),
+                    "pkid {} reused while unacked",
+                    p.pkid
+                );
+                assert!(o.written(p.pkid, now).unwrap().first);
+                outstanding.push_back(p.pkid);
+            }
+            assert!(outstanding.len() <= 3);
+            // The broker acks one per round; the rest stay in flight.
+            let pkid = outstanding.pop_front().unwrap();
+            acked.push(seq_of(o.acked(pkid)).unwrap());
+        }
+        acked.sort_unstable();
+        assert_eq!(acked, (1..=10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn unacked_batches_are_resent_in_order_after_a_lost_connection() {
+        let now = Instant::now();
+        let mut o = Outbox::new(8, 100);
+        o.push_status(true, status(true));
+        for seq in 1..=5 {
+            o.push_telemetry(seq, 1, batch(seq));
+        }
+        let handed = hand_all(&mut o);
+        for p in &handed[..4] {
+            o.written(p.pkid, now);
+        }
+        // Seq 2 is acknowledged, then the connection drops; 6 is produced meanwhile.
+        let pkid_of_2 = handed[2].pkid;
+        assert_eq!(seq_of(o.acked(pkid_of_2)), Some(2));
+        o.connection_lost();
+        o.push_telemetry(6, 1, batch(6));
+        assert_eq!(o.unacked(), 5);
+        o.push_status(true, status(true));
+        let again = hand_all(&mut o);
+        let topics: Vec<&str> = again.iter().map(|p| p.topic.as_str()).collect();
+        assert_eq!(topics[0], "fleetmon/v1/d/status");
+        let payloads: Vec<u8> = again[1..].iter().map(|p| p.payload[0]).collect();
+        assert_eq!(payloads, vec![1, 3, 4, 5, 6]);
+        // Written before: DUP set, and reported as a resend. Never written: first.
+        assert!(again[1].dup && !o.written(again[1].pkid, now).unwrap().first);
+        let five = &again[4];
+        assert!(!five.dup && o.written(five.pkid, now).unwrap().first);
+        for p in &again {
+            o.acked(p.pkid);
+        }
+        assert_eq!(o.unacked(), 0);
+    }
+
+    #[test]
+    fn the_backlog_is_bounded() {
+        let mut o = Outbox::new(2, 3);
+        for seq in 1..=3 {
+            assert!(!o.is_full());
+            o.push_telemetry(seq, 1, batch(seq));
+        }
+        assert!(o.is_full());
+        let p = o.next().unwrap();
+        o.acked(p.pkid);
+        assert!(!o.is_full());
+    }
+
+    #[test]
+    fn oldest_write_tracks_what_waits_for_an_ack() {
+        let t0 = Instant::now();
+        let mut o = Outbox::new(4, 10);
+        o.push_telemetry(1, 1, batch(1));
+        o.push_telemetry(2, 1, batch(2));
+        let a = o.next().unwrap();
+        let b = o.next().unwrap();
+        assert_eq!(o.oldest_write(), None, "handed but not written yet");
+        o.written(a.pkid, t0);
+        o.written(b.pkid, t0 + std::time::Duration::from_secs(1));
+        assert_eq!(o.oldest_write(), Some(t0));
+        o.acked(a.pkid);
+        assert_eq!(
+            o.oldest_write(),
+            Some(t0 + std::time::Duration::from_secs(1))
+        );
+    }
+}
