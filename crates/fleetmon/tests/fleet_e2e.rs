@@ -189,3 +189,36 @@ fn json_fleet_lands_too() {
     assert_eq!(d["seqs"], serde_json::json!([[1_000, 1_004]]));
     rt.block_on(server.shutdown());
 }
+
+/// Regression: with many devices on a short interval, a tick used to cancel the simulator's
+/// MQTT poll halfway through connecting, so connections were dropped and retried hundreds of
+/// times per run. Every device must connect exactly once and never resend.
+#[test]
+fn many_fast_devices_connect_once_each() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        common::ServerProcess::start(dir.path(), common::free_addr(), common::free_addr(), &[]);
+    let options = SimOptions {
+        mqtt: server.mqtt.to_string(),
+        devices: 200,
+        interval: Duration::from_millis(10),
+        batches: Some(20),
+        prefix: "fast-".into(),
+        ..SimOptions::default()
+    };
+    let summary = rt
+        .block_on(fleetmon_sim::run(options, std::future::pending()))
+        .unwrap();
+    assert_eq!(summary.batches_acked, 200 * 20);
+    let reconnected: Vec<_> = summary
+        .devices
+        .iter()
+        .filter(|d| d.connections != 1 || d.resends != 0)
+        .map(|d| (d.device.as_str(), d.connections, d.resends))
+        .collect();
+    assert!(
+        reconnected.is_empty(),
+        "devices that reconnected: {reconnected:?}"
+    );
+}

@@ -218,10 +218,14 @@ impl Device {
                 .filter(|_| self.connected)
                 .map(|t| t + ACK_TIMEOUT);
             let running = phase == Phase::Running;
+            // rumqttc's poll is not cancel-safe while it connects: a tick that wins the race
+            // drops the half-open connection and the next poll starts over. So no ticks while
+            // a connection attempt is in flight (it is bounded by the connection timeout).
+            let connecting = !self.connected && reconnect_at.is_none();
             let wake = tokio::select! {
                 biased;
                 _ = stop.changed(), if running => Wake::Stop,
-                _ = ticker.tick(), if running => Wake::Tick,
+                _ = ticker.tick(), if running && !connecting => Wake::Tick,
                 () = sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => Wake::Deadline,
                 () = sleep_until(reconnect_at.unwrap_or(now)), if reconnect_at.is_some() => Wake::Reconnect,
                 () = sleep_until(ack_deadline.unwrap_or(now)), if ack_deadline.is_some() => Wake::AckTimeout,
