@@ -61,6 +61,9 @@ pub struct ServerArgs {
     /// A device that only uses HTTP is offline once its last batch is older than this.
     #[arg(long, env = "FLEETMON_OFFLINE_AFTER", default_value = "2m", value_parser = parse_duration)]
     pub offline_after: Duration,
+    /// A gap in a device's batch numbers counts as missing once it is older than this.
+    #[arg(long, env = "FLEETMON_MISSING_GRACE", default_value = "2m", value_parser = parse_duration)]
+    pub missing_grace: Duration,
     /// Largest batch payload accepted, in bytes.
     #[arg(long, env = "FLEETMON_MAX_PAYLOAD_BYTES", default_value_t = Limits::default().max_payload_bytes)]
     pub max_payload_bytes: usize,
@@ -92,6 +95,7 @@ impl ServerArgs {
             http_listen: self.http_listen,
             mqtt_listen: self.mqtt_listen,
             offline_after: self.offline_after,
+            missing_grace: self.missing_grace,
             limits: Limits {
                 max_payload_bytes: self.max_payload_bytes,
                 ..Limits::default()

@@ -3,14 +3,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
-use bytes::BytesMut;
-use common::{ServerProcess, free_addr, get, post};
+use common::{RawClient, ServerProcess, free_addr, get, post};
 use fleetmon_protocol::{Batch, Sample, encode_json, encode_protobuf};
-use rumqttc::{Connect, Packet, PubAck, Publish, QoS};
+use rumqttc::{Packet, PubAck};
 
 fn batch(device: &str, seq: u64) -> Batch {
     Batch {
@@ -24,58 +19,6 @@ fn batch(device: &str, seq: u64) -> Batch {
             1_700_000_000_000 + seq as i64,
             0.5,
         )],
-    }
-}
-
-/// A raw MQTT 3.1.1 client: just enough to see exactly what the server answers.
-struct RawClient {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl RawClient {
-    fn connect(addr: std::net::SocketAddr, client_id: &str) -> Self {
-        let stream = TcpStream::connect(addr).expect("connect to the MQTT endpoint");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("set a read timeout");
-        let mut c = RawClient {
-            stream,
-            buf: BytesMut::new(),
-        };
-        c.send(Packet::Connect(Connect::new(client_id)));
-        assert!(matches!(c.recv(), Some(Packet::ConnAck(_))));
-        c
-    }
-
-    fn send(&mut self, p: Packet) {
-        let mut out = BytesMut::new();
-        p.write(&mut out, 1 << 24).expect("encode a packet");
-        self.stream.write_all(&out).expect("send a packet");
-    }
-
-    fn publish(&mut self, topic: &str, payload: Vec<u8>, pkid: u16) {
-        let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
-        p.pkid = pkid;
-        self.send(Packet::Publish(p));
-    }
-
-    /// The next packet, or None when the server closed the connection.
-    fn recv(&mut self) -> Option<Packet> {
-        loop {
-            match Packet::read(&mut self.buf, 1 << 24) {
-                Ok(p) => return Some(p),
-                Err(rumqttc::Error::InsufficientBytes(_)) => {}
-                Err(e) => panic!("server sent a malformed packet: {e}"),
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("no answer from the server: {e}"),
-            }
-        }
     }
 }
 

@@ -6,7 +6,8 @@
 //! waiting (up to a bound), writes it, syncs once, and replies to all. While it syncs, the
 //! next group gathers — no timer needed. A resend of a batch already stored, or already in
 //! the same group, is answered `Duplicate` after that same sync, never before the original is
-//! durable.
+//! durable. Duplicates and rejected payloads are written as small event records, so a
+//! device's integrity counters survive restarts too.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -53,14 +54,37 @@ pub enum IngestError {
     ShuttingDown,
 }
 
-struct Request {
-    device: String,
-    seq: u64,
-    batch: Batch,
-    transport: Transport,
-    received_ms: i64,
-    record: Vec<u8>,
-    reply: oneshot::Sender<Result<Accepted, IngestError>>,
+/// Integrity events that store no samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum EventKind {
+    Duplicate = 1,
+    Corrupt = 2,
+}
+
+enum Request {
+    Batch {
+        device: String,
+        seq: u64,
+        batch: Batch,
+        transport: Transport,
+        received_ms: i64,
+        record: Vec<u8>,
+        reply: oneshot::Sender<Result<Accepted, IngestError>>,
+    },
+    Corrupt {
+        received_ms: i64,
+        record: Vec<u8>,
+        device: String,
+    },
+}
+
+impl Request {
+    fn record_len(&self) -> usize {
+        match self {
+            Request::Batch { record, .. } | Request::Corrupt { record, .. } => record.len(),
+        }
+    }
 }
 
 /// A handle to the ingest pipeline; cheap to clone.
@@ -81,15 +105,10 @@ impl Ingest {
         options: WalOptions,
         state: Arc<State>,
     ) -> Result<(Ingest, Replay, JoinHandle<()>), WalError> {
-        let (wal, replay) = Wal::open(dir, options, |kind, payload| match kind {
-            RecordKind::Batch => match decode_record(payload) {
-                Ok((batch, transport, received_ms)) => {
-                    if !state.registry().is_stored(&batch.device, batch.seq) {
-                        apply(&state, &batch, transport, received_ms);
-                    }
-                }
-                Err(reason) => tracing::error!(%reason, "WAL record does not decode; skipped"),
-            },
+        let (wal, replay) = Wal::open(dir, options, |kind, payload| {
+            if let Err(reason) = replay_record(&state, kind, payload) {
+                tracing::error!(%reason, "WAL record does not decode; skipped");
+            }
         })?;
         state.telemetry.wal_disk_bytes.set(gauge(wal.disk_bytes()));
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP_BATCHES);
@@ -108,8 +127,8 @@ impl Ingest {
     pub async fn submit(&self, batch: Batch, transport: Transport) -> Pending {
         let (reply, pending) = oneshot::channel();
         let received_ms = self.state.now_ms();
-        let record = encode_record(&batch, transport, received_ms);
-        let request = Request {
+        let record = encode_batch_record(&batch, transport, received_ms);
+        let request = Request::Batch {
             device: batch.device.clone(),
             seq: batch.seq,
             batch,
@@ -118,8 +137,10 @@ impl Ingest {
             record,
             reply,
         };
-        if let Err(mpsc::error::SendError(request)) = self.tx.send(request).await {
-            let _ = request.reply.send(Err(IngestError::ShuttingDown));
+        if let Err(mpsc::error::SendError(Request::Batch { reply, .. })) =
+            self.tx.send(request).await
+        {
+            let _ = reply.send(Err(IngestError::ShuttingDown));
         }
         pending
     }
@@ -131,6 +152,17 @@ impl Ingest {
             .await
             .unwrap_or(Err(IngestError::ShuttingDown))
     }
+
+    /// Counts a rejected payload against `device` (durably, with the next group).
+    pub async fn record_corrupt(&self, device: &str) {
+        let received_ms = self.state.now_ms();
+        let request = Request::Corrupt {
+            received_ms,
+            record: encode_event_record(EventKind::Corrupt, device, received_ms),
+            device: device.to_owned(),
+        };
+        let _ = self.tx.send(request).await;
+    }
 }
 
 fn gauge(v: u64) -> i64 {
@@ -138,7 +170,7 @@ fn gauge(v: u64) -> i64 {
 }
 
 /// WAL payload of a batch: `received_ms: i64 LE | transport: u8 | protobuf body`.
-fn encode_record(batch: &Batch, transport: Transport, received_ms: i64) -> Vec<u8> {
+fn encode_batch_record(batch: &Batch, transport: Transport, received_ms: i64) -> Vec<u8> {
     let body = PbBatch::from(batch);
     let mut out = Vec::with_capacity(9 + body.encoded_len());
     out.extend_from_slice(&received_ms.to_le_bytes());
@@ -148,25 +180,70 @@ fn encode_record(batch: &Batch, transport: Transport, received_ms: i64) -> Vec<u
     out
 }
 
-fn decode_record(payload: &[u8]) -> Result<(Batch, Transport, i64), String> {
-    let (head, body) = payload
+/// WAL payload of an event: `received_ms: i64 LE | kind: u8 | device (UTF-8)`.
+fn encode_event_record(kind: EventKind, device: &str, received_ms: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + device.len());
+    out.extend_from_slice(&received_ms.to_le_bytes());
+    out.push(kind as u8);
+    out.extend_from_slice(device.as_bytes());
+    out
+}
+
+/// Splits `received_ms: i64 LE | tag: u8 | rest`.
+fn split_header(payload: &[u8]) -> Result<(i64, u8, &[u8]), String> {
+    let (head, rest) = payload
         .split_at_checked(9)
         .ok_or("record shorter than 9 bytes")?;
     let mut ms = [0u8; 8];
     ms.copy_from_slice(&head[..8]);
-    let transport =
-        Transport::from_byte(head[8]).ok_or_else(|| format!("unknown transport {}", head[8]))?;
-    let pb = PbBatch::decode(body).map_err(|e| e.to_string())?;
-    let batch = Batch::try_from(pb).map_err(|e| e.to_string())?;
-    Ok((batch, transport, i64::from_le_bytes(ms)))
+    Ok((i64::from_le_bytes(ms), head[8], rest))
+}
+
+fn replay_record(state: &State, kind: RecordKind, payload: &[u8]) -> Result<(), String> {
+    let (received_ms, tag, rest) = split_header(payload)?;
+    match kind {
+        RecordKind::Batch => {
+            let transport =
+                Transport::from_byte(tag).ok_or_else(|| format!("unknown transport {tag}"))?;
+            let pb = PbBatch::decode(rest).map_err(|e| e.to_string())?;
+            let batch = Batch::try_from(pb).map_err(|e| e.to_string())?;
+            if state.registry().is_stored(&batch.device, batch.seq) {
+                apply_event(state, EventKind::Duplicate, &batch.device, received_ms);
+            } else {
+                apply(state, &batch, transport, received_ms);
+            }
+        }
+        RecordKind::Event => {
+            let device = std::str::from_utf8(rest).map_err(|e| e.to_string())?;
+            let kind = match tag {
+                1 => EventKind::Duplicate,
+                2 => EventKind::Corrupt,
+                other => return Err(format!("unknown event kind {other}")),
+            };
+            apply_event(state, kind, device, received_ms);
+        }
+    }
+    Ok(())
+}
+
+fn apply_event(state: &State, kind: EventKind, device: &str, received_ms: i64) {
+    let mut registry = state.registry_mut();
+    let d = registry.entry(device);
+    d.seen(received_ms);
+    match kind {
+        EventKind::Duplicate => d.integrity.duplicate_batch(),
+        EventKind::Corrupt => d.integrity.corrupt_batch(),
+    }
 }
 
 /// Makes a durable batch visible: registry and store.
 fn apply(state: &State, batch: &Batch, transport: Transport, received_ms: i64) {
-    state
-        .registry_mut()
-        .entry(&batch.device)
-        .record_batch(batch, transport, received_ms);
+    state.registry_mut().entry(&batch.device).record_batch(
+        batch,
+        transport,
+        received_ms,
+        state.missing_grace_ms,
+    );
     for s in &batch.samples {
         let mut labels: BTreeMap<String, String> = s.labels.clone();
         labels.insert("device".to_owned(), batch.device.clone());
@@ -186,12 +263,12 @@ fn apply(state: &State, batch: &Batch, transport: Transport, received_ms: i64) {
 fn writer_loop(mut wal: Wal, mut rx: mpsc::Receiver<Request>, state: &State) {
     let mut group: Vec<Request> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
-        let mut bytes = first.record.len();
+        let mut bytes = first.record_len();
         group.push(first);
         while group.len() < MAX_GROUP_BATCHES && bytes < MAX_GROUP_BYTES {
             match rx.try_recv() {
                 Ok(r) => {
-                    bytes += r.record.len();
+                    bytes += r.record_len();
                     group.push(r);
                 }
                 Err(_) => break,
@@ -203,19 +280,49 @@ fn writer_loop(mut wal: Wal, mut rx: mpsc::Receiver<Request>, state: &State) {
 }
 
 fn commit_group(wal: &mut Wal, group: &mut Vec<Request>, state: &State) {
+    // For each request: is it a duplicate batch? (Events are never duplicates.)
     let duplicate: Vec<bool> = {
         let mut in_group: HashSet<(&str, u64)> = HashSet::new();
         let registry = state.registry();
         group
             .iter()
-            .map(|r| registry.is_stored(&r.device, r.seq) || !in_group.insert((&r.device, r.seq)))
+            .map(|r| match r {
+                Request::Batch { device, seq, .. } => {
+                    registry.is_stored(device, *seq) || !in_group.insert((device, *seq))
+                }
+                Request::Corrupt { .. } => false,
+            })
             .collect()
     };
+    let dup_records: Vec<Vec<u8>> = group
+        .iter()
+        .zip(&duplicate)
+        .filter_map(|(r, dup)| match r {
+            Request::Batch {
+                device,
+                received_ms,
+                ..
+            } if *dup => Some(encode_event_record(
+                EventKind::Duplicate,
+                device,
+                *received_ms,
+            )),
+            _ => None,
+        })
+        .collect();
     let records = group
         .iter()
         .zip(&duplicate)
         .filter(|(_, dup)| !**dup)
-        .map(|(r, _)| (RecordKind::Batch, r.record.as_slice()));
+        .map(|(r, _)| match r {
+            Request::Batch { record, .. } => (RecordKind::Batch, record.as_slice()),
+            Request::Corrupt { record, .. } => (RecordKind::Event, record.as_slice()),
+        })
+        .chain(
+            dup_records
+                .iter()
+                .map(|r| (RecordKind::Event, r.as_slice())),
+        );
     let t = &state.telemetry;
     match wal.append_group(records) {
         Ok(()) => {
@@ -224,30 +331,57 @@ fn commit_group(wal: &mut Wal, group: &mut Vec<Request>, state: &State) {
             let stored = duplicate.iter().filter(|d| !**d).count();
             t.wal_group_batches.observe(stored as f64);
             for (r, dup) in group.drain(..).zip(duplicate) {
-                let outcome = if dup {
-                    state.registry_mut().entry(&r.device).batches_duplicate += 1;
-                    Accepted::Duplicate
-                } else {
-                    t.wal_bytes.inc_by(r.record.len() as u64);
-                    t.samples.inc_by(r.batch.samples.len() as u64);
-                    apply(state, &r.batch, r.transport, r.received_ms);
-                    Accepted::Stored
-                };
-                t.batches
-                    .get_or_create(&BatchLabels {
-                        transport: r.transport.as_str(),
-                        outcome: outcome.as_str(),
-                    })
-                    .inc();
-                let _ = r.reply.send(Ok(outcome));
+                match r {
+                    Request::Batch {
+                        device,
+                        batch,
+                        transport,
+                        received_ms,
+                        record,
+                        reply,
+                        ..
+                    } => {
+                        let outcome = if dup {
+                            apply_event(state, EventKind::Duplicate, &device, received_ms);
+                            Accepted::Duplicate
+                        } else {
+                            t.wal_bytes.inc_by(record.len() as u64);
+                            t.samples.inc_by(batch.samples.len() as u64);
+                            apply(state, &batch, transport, received_ms);
+                            Accepted::Stored
+                        };
+                        t.batches
+                            .get_or_create(&BatchLabels {
+                                transport: transport.as_str(),
+                                outcome: outcome.as_str(),
+                            })
+                            .inc();
+                        let _ = reply.send(Ok(outcome));
+                    }
+                    Request::Corrupt {
+                        received_ms,
+                        device,
+                        ..
+                    } => apply_event(state, EventKind::Corrupt, &device, received_ms),
+                }
             }
         }
         Err(e) => {
             t.wal_errors.inc();
-            tracing::error!(error = %e, batches = group.len(), "WAL append failed; group not acknowledged");
+            tracing::error!(error = %e, requests = group.len(), "WAL append failed; group not acknowledged");
             let message = e.to_string();
             for r in group.drain(..) {
-                let _ = r.reply.send(Err(IngestError::Storage(message.clone())));
+                match r {
+                    Request::Batch { reply, .. } => {
+                        let _ = reply.send(Err(IngestError::Storage(message.clone())));
+                    }
+                    // Counted all the same, though it could not be made durable.
+                    Request::Corrupt {
+                        received_ms,
+                        device,
+                        ..
+                    } => apply_event(state, EventKind::Corrupt, &device, received_ms),
+                }
             }
         }
     }
@@ -282,7 +416,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn duplicates_are_stored_once_and_survive_restart() {
+    async fn duplicates_are_stored_once_and_counts_survive_restart() {
         let dir = tempfile::tempdir().unwrap();
         let st = state();
         let (ingest, _, handle) =
@@ -298,21 +432,27 @@ mod tests {
             Accepted::Duplicate
         );
         assert_eq!(
-            ingest.store(batch("d", 2), Transport::Http).await.unwrap(),
+            ingest.store(batch("d", 3), Transport::Http).await.unwrap(),
             Accepted::Stored
         );
+        ingest.record_corrupt("d").await;
         drop(ingest);
         handle.join().unwrap();
+        let before = st.registry().get("d").unwrap().integrity.counts(0, 0);
 
         let st2 = state();
         let (ingest, replay, _) =
             Ingest::start(dir.path(), WalOptions::default(), st2.clone()).unwrap();
-        assert_eq!(replay.records, 2);
+        assert_eq!(replay.records, 5, "2 batches, 2 duplicates, 1 corrupt");
         let got = st2.store.select(&Selector::default(), 0, i64::MAX);
         assert_eq!(got[0].points.len(), 2);
-        assert_eq!(st2.registry().get("d").unwrap().seqs.ranges(), &[[1, 2]]);
+        let d = st2.registry().get("d").unwrap().clone();
+        assert_eq!(d.integrity.stored().ranges(), &[[1, 1], [3, 3]]);
+        let after = d.integrity.counts(0, 0);
+        assert_eq!(after, before);
+        assert_eq!((after.received, after.duplicate, after.corrupt), (2, 2, 1));
         assert_eq!(
-            ingest.store(batch("d", 2), Transport::Mqtt).await.unwrap(),
+            ingest.store(batch("d", 3), Transport::Mqtt).await.unwrap(),
             Accepted::Duplicate
         );
     }

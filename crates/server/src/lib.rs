@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub mqtt_listen: SocketAddr,
     /// An HTTP-only device is offline once its last batch is older than this.
     pub offline_after: Duration,
+    /// A gap in a device's batch numbers counts as missing once it is older than this.
+    pub missing_grace: Duration,
     pub limits: Limits,
     pub wal: WalOptions,
 }
@@ -67,6 +69,7 @@ impl ServerConfig {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             mqtt_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             offline_after: Duration::from_secs(120),
+            missing_grace: Duration::from_secs(120),
             limits: Limits::default(),
             wal: WalOptions::default(),
         }
@@ -142,13 +145,15 @@ impl Server {
         let mqtt_addr = bound(mqtt.local_addr(), "MQTT", config.mqtt_listen)?;
         let http_addr = bound(http.local_addr(), "HTTP", config.http_listen)?;
 
-        let offline_after_ms = i64::try_from(config.offline_after.as_millis()).unwrap_or(i64::MAX);
-        let state = Arc::new(State::new(
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let mut state = State::new(
             Arc::new(MemoryStore::new()),
             clock,
             config.limits.clone(),
-            offline_after_ms,
-        ));
+            ms(config.offline_after),
+        );
+        state.missing_grace_ms = ms(config.missing_grace);
+        let state = Arc::new(state);
         let (ingest, replay, wal_writer) = Ingest::start(
             &config.data_dir.join("wal"),
             config.wal.clone(),
@@ -180,6 +185,7 @@ impl Server {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
+        tasks.spawn(sweep_availability(Arc::clone(&state), shutdown.subscribe()));
         tracing::info!(%http_addr, %mqtt_addr, data_dir = %config.data_dir.display(), "fleetmon server listening");
         Ok(Server {
             http_addr,
@@ -221,6 +227,20 @@ impl Server {
                 .is_err()
             {
                 tracing::warn!("WAL writer still busy at shutdown; leaving it");
+            }
+        }
+    }
+}
+
+/// Once a second, records HTTP-only devices whose offline timeout passed as offline.
+async fn sweep_availability(state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {
+                let now = state.now_ms();
+                state.registry_mut().sweep(now, state.offline_after_ms);
             }
         }
     }

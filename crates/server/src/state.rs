@@ -18,6 +18,8 @@ pub struct State {
     pub limits: Limits,
     /// An HTTP-only device is offline once its last batch is older than this.
     pub offline_after_ms: i64,
+    /// A gap in a device's batch numbers counts as missing once it is older than this.
+    pub missing_grace_ms: i64,
 }
 
 impl State {
@@ -34,6 +36,7 @@ impl State {
             clock,
             limits,
             offline_after_ms,
+            missing_grace_ms: 120_000,
         }
     }
 

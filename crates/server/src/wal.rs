@@ -32,12 +32,16 @@ pub const MAX_RECORD_LEN: u32 = 64 << 20;
 pub enum RecordKind {
     /// An accepted batch: `received_ms: i64 LE` then the protobuf body of the batch.
     Batch = 1,
+    /// An integrity event that stored nothing (a duplicate, a rejected batch), kept so the
+    /// device's counters survive restarts.
+    Event = 2,
 }
 
 impl RecordKind {
     fn from_byte(b: u8) -> Option<Self> {
         match b {
             1 => Some(RecordKind::Batch),
+            2 => Some(RecordKind::Event),
             _ => None,
         }
     }

@@ -2,12 +2,15 @@
 //! loopback ports, and a blocking HTTP client.
 #![allow(dead_code, reason = "each test file uses a different part")]
 
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use fleetmon_protocol::SeqSet;
+use rumqttc::{Connect, Packet, Publish, QoS};
 use serde_json::Value;
 
 /// A loopback address with a port that was free a moment ago.
@@ -123,4 +126,61 @@ pub fn seqs_of(ranges: &Value) -> SeqSet {
         }
     }
     set
+}
+
+/// A raw MQTT 3.1.1 client: just enough to see exactly what the server answers.
+pub struct RawClient {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl RawClient {
+    pub fn connect(addr: SocketAddr, client_id: &str) -> Self {
+        Self::connect_with(addr, Connect::new(client_id))
+    }
+
+    /// Connects with a CONNECT of the caller's making (keepalive, Last Will...).
+    pub fn connect_with(addr: SocketAddr, connect: Connect) -> Self {
+        let stream = TcpStream::connect(addr).expect("connect to the MQTT endpoint");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("set a read timeout");
+        let mut c = RawClient {
+            stream,
+            buf: BytesMut::new(),
+        };
+        c.send(Packet::Connect(connect));
+        assert!(matches!(c.recv(), Some(Packet::ConnAck(_))));
+        c
+    }
+
+    pub fn send(&mut self, p: Packet) {
+        let mut out = BytesMut::new();
+        p.write(&mut out, 1 << 24).expect("encode a packet");
+        self.stream.write_all(&out).expect("send a packet");
+    }
+
+    pub fn publish(&mut self, topic: &str, payload: Vec<u8>, pkid: u16) {
+        let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
+        p.pkid = pkid;
+        self.send(Packet::Publish(p));
+    }
+
+    /// The next packet, or None when the server closed the connection.
+    pub fn recv(&mut self) -> Option<Packet> {
+        loop {
+            match Packet::read(&mut self.buf, 1 << 24) {
+                Ok(p) => return Some(p),
+                Err(rumqttc::Error::InsufficientBytes(_)) => {}
+                Err(e) => panic!("server sent a malformed packet: {e}"),
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("no answer from the server: {e}"),
+            }
+        }
+    }
 }

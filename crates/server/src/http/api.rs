@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::fleet::{Device, DisconnectReason, LastValue, Status, Transport};
+use crate::fleet::availability::Transition;
+use crate::fleet::{Counts, Device, LastValue, Status, Transport};
 use crate::ingest::Accepted;
 use crate::store::{Point, Selector};
 use crate::telemetry::RejectLabels;
@@ -32,45 +33,58 @@ pub struct DeviceView {
     pub batches_received: u64,
     pub batches_duplicate: u64,
     pub batches_rejected: u64,
-    /// Batch numbers never received between the first and the last received.
+    /// Batch numbers not (yet) received between the lowest and the highest received; the
+    /// `integrity.missing` counter holds those older than the grace period.
     pub batches_missing: u64,
     /// Batches the device reported dropping from its own spool.
     pub batches_dropped_on_device: u64,
     pub samples_received: u64,
-    pub last_disconnect: Option<DisconnectView>,
+    /// When and why the device last went offline.
+    pub last_disconnect: Option<Transition>,
+    /// Milliseconds since the last online/offline change.
+    pub in_state_ms: Option<i64>,
+    /// Went offline at least 5 times in the last 10 minutes.
+    pub flapping: bool,
+    /// Device clock minus server clock, ms (positive: ahead).
+    pub clock_skew_ms: Option<i64>,
+    /// Age of the newest sample of the last batch on arrival, ms.
+    pub data_latency_ms: Option<i64>,
+    pub integrity: Counts,
     pub last_values: Vec<LastValue>,
     /// Received batch numbers as inclusive ranges (detail view only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seqs: Option<Vec<[u64; 2]>>,
+    /// Online/offline changes, oldest first (detail view only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub availability: Option<Vec<Transition>>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct DisconnectView {
-    pub at_ms: i64,
-    pub reason: DisconnectReason,
-}
-
-fn view(id: &str, d: &Device, now_ms: i64, offline_after_ms: i64, detail: bool) -> DeviceView {
+fn view(id: &str, d: &Device, st: &crate::state::State, now_ms: i64, detail: bool) -> DeviceView {
+    let integrity = d.integrity.counts(now_ms, st.missing_grace_ms);
     DeviceView {
         id: id.to_owned(),
-        status: d.status(now_ms, offline_after_ms),
+        status: d.status(now_ms, st.offline_after_ms),
         reported_status: d.reported_status.clone(),
         first_seen_ms: d.first_seen_ms,
         last_seen_ms: d.last_seen_ms,
         boot_id: d.boot_id.clone(),
         transport: d.last_transport,
         address: d.address.clone(),
-        batches_received: d.batches_received,
-        batches_duplicate: d.batches_duplicate,
-        batches_rejected: d.batches_rejected,
-        batches_missing: d.seqs.gaps(),
-        batches_dropped_on_device: d.device_dropped,
+        batches_received: integrity.received,
+        batches_duplicate: integrity.duplicate,
+        batches_rejected: integrity.corrupt,
+        batches_missing: d.integrity.gaps(),
+        batches_dropped_on_device: integrity.device_dropped,
         samples_received: d.samples_received,
-        last_disconnect: d
-            .last_disconnect
-            .map(|(at_ms, reason)| DisconnectView { at_ms, reason }),
+        last_disconnect: d.availability.last_offline().copied(),
+        in_state_ms: d.availability.in_state_ms(now_ms),
+        flapping: d.availability.is_flapping(now_ms),
+        clock_skew_ms: d.timing.skew_ms(),
+        data_latency_ms: d.timing.latency_ms(),
+        integrity,
         last_values: d.last_values(),
-        seqs: detail.then(|| d.seqs.ranges().to_vec()),
+        seqs: detail.then(|| d.integrity.stored().ranges().to_vec()),
+        availability: detail.then(|| d.availability.history().copied().collect()),
     }
 }
 
@@ -122,7 +136,7 @@ pub fn device_list(
         .filter(|x| status.is_none_or(|s| s == x.2))
         .skip(offset)
         .take(limit.unwrap_or(usize::MAX))
-        .map(|(id, d, _)| view(id, d, now, st.offline_after_ms, false))
+        .map(|(id, d, _)| view(id, d, st, now, false))
         .collect();
     DeviceList {
         total,
@@ -142,7 +156,7 @@ pub async fn get_device(
     let d = registry
         .get(&id)
         .ok_or_else(|| ApiError::not_found(format!("no device {id:?}")))?;
-    Ok(Json(view(&id, d, st.now_ms(), st.offline_after_ms, true)))
+    Ok(Json(view(&id, d, st, st.now_ms(), true)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,13 +251,46 @@ pub async fn ingest(
     let (device, seq) = (batch.device.clone(), batch.seq);
     let outcome = app.ingest.store(batch, Transport::Http).await?;
     let now = st.now_ms();
-    st.registry_mut().entry(&device).http_last_seen_ms = Some(now);
+    st.registry_mut().http_seen(&device, now, None);
     Ok(Json(serde_json::json!({
         "status": outcome.as_str(),
         "device": device,
         "seq": seq,
         "duplicate": outcome == Accepted::Duplicate,
     })))
+}
+
+/// Integrity counters of the fleet and of each device.
+#[derive(Debug, Serialize)]
+pub struct IntegrityReport {
+    pub totals: Counts,
+    pub devices: Vec<DeviceIntegrity>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeviceIntegrity {
+    pub id: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// `GET /api/v1/integrity`: fleet totals and per-device counters, sorted by id.
+pub async fn integrity(AxumState(app): AxumState<AppState>) -> Json<IntegrityReport> {
+    let st = &app.state;
+    let now = st.now_ms();
+    let registry = st.registry();
+    let mut devices: Vec<DeviceIntegrity> = registry
+        .iter()
+        .map(|(id, d)| DeviceIntegrity {
+            id: id.clone(),
+            counts: d.integrity.counts(now, st.missing_grace_ms),
+        })
+        .collect();
+    devices.sort_by(|a, b| a.id.cmp(&b.id));
+    Json(IntegrityReport {
+        totals: registry.integrity_totals(now, st.missing_grace_ms),
+        devices,
+    })
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {

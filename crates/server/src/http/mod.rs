@@ -38,6 +38,7 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/devices", get(api::list_devices))
         .route("/api/v1/devices/{id}", get(api::get_device))
         .route("/api/v1/samples", get(api::samples))
+        .route("/api/v1/integrity", get(api::integrity))
         .route(
             "/api/v1/ingest",
             post(api::ingest).layer(DefaultBodyLimit::max(body_limit)),

@@ -25,7 +25,7 @@ use tokio::time::timeout;
 use super::Context;
 use super::broker::{Delivery, min_qos};
 use super::filter;
-use crate::fleet::{DisconnectReason, Transport};
+use crate::fleet::{Reason, Transport};
 use crate::ingest::{Accepted, Pending};
 use crate::listener::{Connection, Established};
 use crate::telemetry::RejectLabels;
@@ -143,22 +143,22 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
         };
         let packet = tokio::select! {
             biased;
-            _ = &mut kicked => break DisconnectReason::TakenOver,
-            _ = shutdown.changed() => break DisconnectReason::ServerShutdown,
-            _ = &mut writer_task => break DisconnectReason::Rejected,
+            _ = &mut kicked => break Reason::TakenOver,
+            _ = shutdown.changed() => break Reason::ServerShutdown,
+            _ = &mut writer_task => break Reason::Rejected,
             r = read => r,
         };
         match packet {
-            None => break DisconnectReason::KeepaliveExpired,
-            Some(Err(ReadError::Closed)) => break DisconnectReason::ConnectionLost,
+            None => break Reason::KeepaliveExpired,
+            Some(Err(ReadError::Closed)) => break Reason::ConnectionLost,
             Some(Err(ReadError::Io(e))) => {
                 tracing::debug!(peer = %session.peer, error = %e, "MQTT read failed");
-                break DisconnectReason::ConnectionLost;
+                break Reason::ConnectionLost;
             }
             Some(Err(ReadError::Protocol(e))) => {
                 tracing::warn!(peer = %session.peer, client_id = %session.client_id, error = %e, "malformed MQTT packet; closing");
                 session.count_reject("mqtt_packet");
-                break DisconnectReason::Rejected;
+                break Reason::Rejected;
             }
             Some(Ok(p)) => {
                 if let Err(reason) = session.handle(p).await {
@@ -168,7 +168,7 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
         }
     };
 
-    if reason != DisconnectReason::Graceful
+    if reason != Reason::Graceful
         && let Some(will) = connect.last_will
     {
         session.publish_will(will);
@@ -178,7 +178,7 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
     {
         let mut registry = ctx.state.registry_mut();
         for device in &session.devices {
-            registry.session_closed(device, now, reason);
+            registry.session_closed(device, now, ctx.state.offline_after_ms, reason);
         }
     }
     ctx.state.telemetry.mqtt_connections.dec();
@@ -201,14 +201,14 @@ struct Session {
 }
 
 impl Session {
-    async fn send(&self, packet: Packet) -> Result<(), DisconnectReason> {
+    async fn send(&self, packet: Packet) -> Result<(), Reason> {
         self.jobs
             .send(Job::Send(packet))
             .await
-            .map_err(|_| DisconnectReason::ConnectionLost)
+            .map_err(|_| Reason::ConnectionLost)
     }
 
-    async fn handle(&mut self, packet: Packet) -> Result<(), DisconnectReason> {
+    async fn handle(&mut self, packet: Packet) -> Result<(), Reason> {
         match packet {
             Packet::Publish(p) => self.publish(p).await,
             Packet::PubRel(r) => self.send(Packet::PubComp(PubComp::new(r.pkid))).await,
@@ -246,7 +246,7 @@ impl Session {
                 self.send(Packet::UnsubAck(UnsubAck::new(u.pkid))).await
             }
             Packet::PingReq => self.send(Packet::PingResp).await,
-            Packet::Disconnect => Err(DisconnectReason::Graceful),
+            Packet::Disconnect => Err(Reason::Graceful),
             // Acknowledgements of what we delivered: delivery is at most once per connection.
             Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => Ok(()),
             Packet::Connect(_)
@@ -256,18 +256,18 @@ impl Session {
             | Packet::PingResp => {
                 tracing::warn!(client_id = %self.client_id, "client sent a packet only a server may send; closing");
                 self.count_reject("mqtt_packet");
-                Err(DisconnectReason::Rejected)
+                Err(Reason::Rejected)
             }
         }
     }
 
-    async fn publish(&mut self, p: Publish) -> Result<(), DisconnectReason> {
+    async fn publish(&mut self, p: Publish) -> Result<(), Reason> {
         let topic = match Topic::parse(&p.topic) {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(client_id = %self.client_id, peer = %self.peer, reason = %e, "publish refused, not acknowledged; closing");
                 self.count_reject("topic");
-                return Err(DisconnectReason::Rejected);
+                return Err(Reason::Rejected);
             }
         };
         let device = topic.device().to_owned();
@@ -278,7 +278,7 @@ impl Session {
                 if p.payload.len() > MAX_CONTROL_PAYLOAD {
                     tracing::warn!(device, client_id = %self.client_id, bytes = p.payload.len(), "status/control payload too large; closing");
                     self.count_reject("too_large");
-                    return Err(DisconnectReason::Rejected);
+                    return Err(Reason::Rejected);
                 }
                 if matches!(topic, Topic::Status { .. }) {
                     self.record_status(&device, &p.payload);
@@ -293,18 +293,18 @@ impl Session {
         }
     }
 
-    async fn telemetry(&mut self, device: &str, p: Publish) -> Result<(), DisconnectReason> {
+    async fn telemetry(&mut self, device: &str, p: Publish) -> Result<(), Reason> {
         let batch = match decode(&p.payload, &self.ctx.state.limits) {
             Ok((batch, _)) if batch.device == device => batch,
             Ok((batch, _)) => {
                 tracing::warn!(device, batch_device = %batch.device, client_id = %self.client_id, "batch rejected, not acknowledged: its device differs from the topic's; closing");
-                self.reject_batch(device, "device_mismatch");
-                return Err(DisconnectReason::Rejected);
+                self.reject_batch(device, "device_mismatch").await;
+                return Err(Reason::Rejected);
             }
             Err(e) => {
                 tracing::warn!(device, client_id = %self.client_id, peer = %self.peer, reason = %e, "batch rejected, not acknowledged; closing");
-                self.reject_batch(device, e.kind());
-                return Err(DisconnectReason::Rejected);
+                self.reject_batch(device, e.kind()).await;
+                return Err(Reason::Rejected);
             }
         };
         let pending = self.ctx.ingest.submit(batch, Transport::Mqtt).await;
@@ -320,7 +320,7 @@ impl Session {
                 packet: ack,
             })
             .await
-            .map_err(|_| DisconnectReason::ConnectionLost)
+            .map_err(|_| Reason::ConnectionLost)
     }
 
     /// Marks `device` as spoken for by this connection (online while it lasts).
@@ -369,9 +369,9 @@ impl Session {
         }
     }
 
-    fn reject_batch(&self, device: &str, reason: &'static str) {
+    async fn reject_batch(&self, device: &str, reason: &'static str) {
         self.count_reject(reason);
-        self.ctx.state.registry_mut().entry(device).batches_rejected += 1;
+        self.ctx.ingest.record_corrupt(device).await;
     }
 
     fn count_reject(&self, reason: &'static str) {

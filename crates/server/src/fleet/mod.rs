@@ -1,14 +1,26 @@
 //! The device registry: what the server knows about each device — when it was seen, how it is
-//! connected, what it sent, which batch numbers arrived — and whether it is online.
+//! connected, what it sent, what happened to each of its batch numbers — and whether it is
+//! online.
 //!
-//! A device is online while it has a live MQTT session that spoke for it (published its
-//! telemetry or status), or while its last HTTP ingest is younger than the offline timeout.
-//! The registry is rebuilt from the WAL on start; connection state starts empty (offline).
+//! - [`availability`]: online/offline transitions with reasons; flapping.
+//! - [`integrity`]: received, duplicate, missing, out of order, late, corrupt, device drops.
+//! - [`timing`]: clock skew and data latency.
+//!
+//! The registry is rebuilt from the WAL on start (batches and integrity events); connection
+//! state starts empty, so every device starts offline.
+
+pub mod availability;
+pub mod integrity;
+pub mod timing;
 
 use std::collections::{BTreeMap, HashMap};
 
-use fleetmon_protocol::{Batch, SeqSet};
-use serde::{Deserialize, Serialize};
+use fleetmon_protocol::Batch;
+use serde::Serialize;
+
+pub use availability::{Availability, Reason, Status};
+pub use integrity::{Counts, Integrity};
+pub use timing::Timing;
 
 /// How a batch reached the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -42,31 +54,6 @@ impl Transport {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Online,
-    Offline,
-}
-
-/// Why a device's MQTT session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DisconnectReason {
-    /// The device sent DISCONNECT.
-    Graceful,
-    /// Nothing arrived within 1.5 × keepalive.
-    KeepaliveExpired,
-    /// The connection broke (reset, EOF without DISCONNECT).
-    ConnectionLost,
-    /// The server closed it for a protocol violation or bad payload.
-    Rejected,
-    /// Another connection took over the client id.
-    TakenOver,
-    /// The server is shutting down.
-    ServerShutdown,
-}
-
 /// The last value of one series of a device.
 #[derive(Debug, Clone, Serialize)]
 pub struct LastValue {
@@ -83,20 +70,16 @@ pub struct Device {
     pub last_seen_ms: i64,
     pub boot_id: String,
     pub last_transport: Option<Transport>,
-    pub batches_received: u64,
-    pub batches_duplicate: u64,
-    pub batches_rejected: u64,
     pub samples_received: u64,
-    /// Sum of the device's `dropped_before` reports: batches lost on the device (spool full).
-    pub device_dropped: u64,
-    pub seqs: SeqSet,
+    pub integrity: Integrity,
+    pub availability: Availability,
+    pub timing: Timing,
     /// Keyed by (metric, labels) without the device label.
     pub last_values: BTreeMap<(String, BTreeMap<String, String>), (i64, f64)>,
     pub mqtt_sessions: u32,
     pub http_last_seen_ms: Option<i64>,
     /// Last payload on the device's status topic (`online`, `offline`).
     pub reported_status: Option<String>,
-    pub last_disconnect: Option<(i64, DisconnectReason)>,
     pub address: Option<String>,
 }
 
@@ -113,17 +96,21 @@ impl Device {
     }
 
     /// Records a stored batch.
-    pub fn record_batch(&mut self, batch: &Batch, transport: Transport, received_ms: i64) {
-        if self.batches_received == 0 && self.batches_duplicate == 0 {
-            self.first_seen_ms = received_ms;
-        }
+    pub fn record_batch(
+        &mut self,
+        batch: &Batch,
+        transport: Transport,
+        received_ms: i64,
+        grace_ms: i64,
+    ) {
         self.seen(received_ms);
         self.boot_id.clone_from(&batch.boot_id);
         self.last_transport = Some(transport);
-        self.batches_received += 1;
         self.samples_received += batch.samples.len() as u64;
-        self.device_dropped += batch.dropped_before;
-        self.seqs.insert(batch.seq);
+        self.integrity
+            .stored_batch(batch.seq, batch.dropped_before, received_ms, grace_ms);
+        let newest = batch.samples.iter().map(|s| s.ts_ms).max();
+        self.timing.observe(received_ms, batch.sent_at_ms, newest);
         for s in &batch.samples {
             let entry = self
                 .last_values
@@ -186,22 +173,61 @@ impl Registry {
     pub fn is_stored(&self, device: &str, seq: u64) -> bool {
         self.devices
             .get(device)
-            .is_some_and(|d| d.seqs.contains(seq))
+            .is_some_and(|d| d.integrity.is_stored(seq))
     }
 
+    /// An MQTT connection spoke for `id`.
     pub fn session_opened(&mut self, id: &str, now_ms: i64, address: &str) {
         let d = self.entry(id);
         d.mqtt_sessions += 1;
         d.seen(now_ms);
         d.address = Some(address.to_owned());
+        d.availability
+            .record(now_ms, Status::Online, Reason::Connected);
     }
 
-    pub fn session_closed(&mut self, id: &str, now_ms: i64, reason: DisconnectReason) {
+    /// A connection that spoke for `id` ended.
+    pub fn session_closed(&mut self, id: &str, now_ms: i64, offline_after_ms: i64, reason: Reason) {
         let d = self.entry(id);
         d.mqtt_sessions = d.mqtt_sessions.saturating_sub(1);
-        if d.mqtt_sessions == 0 {
-            d.last_disconnect = Some((now_ms, reason));
+        if d.status(now_ms, offline_after_ms) == Status::Offline {
+            d.availability.record(now_ms, Status::Offline, reason);
         }
+    }
+
+    /// A batch from `id` arrived over HTTP.
+    pub fn http_seen(&mut self, id: &str, now_ms: i64, address: Option<String>) {
+        let d = self.entry(id);
+        d.http_last_seen_ms = Some(now_ms);
+        d.seen(now_ms);
+        if address.is_some() {
+            d.address = address;
+        }
+        d.availability
+            .record(now_ms, Status::Online, Reason::HttpIngest);
+    }
+
+    /// Records HTTP-only devices whose timeout passed as offline.
+    pub fn sweep(&mut self, now_ms: i64, offline_after_ms: i64) {
+        for d in self.devices.values_mut() {
+            let was_online = d
+                .availability
+                .last()
+                .is_some_and(|t| t.status == Status::Online);
+            if was_online && d.status(now_ms, offline_after_ms) == Status::Offline {
+                let at = d.http_last_seen_ms.map_or(now_ms, |t| t + offline_after_ms);
+                d.availability.record(at, Status::Offline, Reason::Timeout);
+            }
+        }
+    }
+
+    /// Fleet-wide integrity counters.
+    pub fn integrity_totals(&self, now_ms: i64, grace_ms: i64) -> Counts {
+        let mut total = Counts::default();
+        for d in self.devices.values() {
+            total += d.integrity.counts(now_ms, grace_ms);
+        }
+        total
     }
 }
 
@@ -211,14 +237,17 @@ mod tests {
 
     #[test]
     fn http_devices_go_offline_after_the_timeout() {
-        let mut d = Device {
-            http_last_seen_ms: Some(1_000),
-            ..Device::default()
-        };
+        let mut r = Registry::default();
+        r.http_seen("d", 1_000, None);
+        let d = r.get("d").unwrap();
         assert_eq!(d.status(1_500, 1_000), Status::Online);
         assert_eq!(d.status(2_001, 1_000), Status::Offline);
-        d.mqtt_sessions = 1;
-        assert_eq!(d.status(9_999, 1_000), Status::Online);
+        r.sweep(2_500, 1_000);
+        let last = *r.get("d").unwrap().availability.last().unwrap();
+        assert_eq!(
+            (last.at_ms, last.status, last.reason),
+            (2_000, Status::Offline, Reason::Timeout)
+        );
     }
 
     #[test]
@@ -226,11 +255,12 @@ mod tests {
         let mut r = Registry::default();
         r.session_opened("d", 1, "127.0.0.1:1");
         r.session_opened("d", 2, "127.0.0.1:2");
-        r.session_closed("d", 3, DisconnectReason::TakenOver);
+        r.session_closed("d", 3, 0, Reason::TakenOver);
         assert_eq!(r.get("d").unwrap().status(3, 0), Status::Online);
-        r.session_closed("d", 4, DisconnectReason::Graceful);
+        r.session_closed("d", 4, 0, Reason::Graceful);
         let d = r.get("d").unwrap();
         assert_eq!(d.status(4, 0), Status::Offline);
-        assert_eq!(d.last_disconnect, Some((4, DisconnectReason::Graceful)));
+        let last = d.availability.last().unwrap();
+        assert_eq!((last.at_ms, last.reason), (4, Reason::Graceful));
     }
 }
