@@ -45,18 +45,33 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  security   open on loopback, devices not authenticated: demo only");
     println!("  Ctrl-C stops.");
     println!();
+    // What an operator would have set: each simulated device's site and group.
+    for index in 0..args.devices {
+        let device = format!("demo-{index:05}");
+        let identity = fleetmon_sim::Identity::new(1, index, device.clone());
+        let tags = [
+            ("site", identity.site.name),
+            ("group", identity.model.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        server
+            .state()
+            .set_tags(&device, tags)
+            .context("tagging the demo fleet")?;
+    }
     let options = SimOptions {
         mqtt: mqtt.to_string(),
         devices: args.devices,
         interval: args.interval,
-        duration: None,
-        batches: None,
         seed: 1,
         prefix: "demo-".to_owned(),
         first_seq: crate::cli::seq_from_clock(),
         format: Format::Protobuf,
-        progress: false,
         drain_timeout: std::time::Duration::from_secs(5),
+        // No end (duration, batches), no progress bar, no faults.
+        ..SimOptions::default()
     };
     let summary = fleetmon_sim::run(options, crate::wait_for_signal()).await;
     match summary {

@@ -238,14 +238,17 @@ fn apply_event(state: &State, kind: EventKind, device: &str, received_ms: i64) {
 
 /// Makes a durable batch visible: registry and store.
 fn apply(state: &State, batch: &Batch, transport: Transport, received_ms: i64) {
-    state.registry_mut().entry(&batch.device).record_batch(
-        batch,
-        transport,
-        received_ms,
-        state.missing_grace_ms,
-    );
+    let tags = {
+        let mut registry = state.registry_mut();
+        let device = registry.entry(&batch.device);
+        device.record_batch(batch, transport, received_ms, state.missing_grace_ms);
+        device.tags.clone()
+    };
     for s in &batch.samples {
         let mut labels: BTreeMap<String, String> = s.labels.clone();
+        for (k, v) in &tags {
+            labels.entry(k.clone()).or_insert_with(|| v.clone());
+        }
         labels.insert("device".to_owned(), batch.device.clone());
         state.store.append(
             SeriesKey {

@@ -93,6 +93,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Wal(#[from] WalError),
+    #[error(transparent)]
+    Tags(#[from] fleet::tags::TagError),
 }
 
 /// A running server.
@@ -153,6 +155,11 @@ impl Server {
             ms(config.offline_after),
         );
         state.missing_grace_ms = ms(config.missing_grace);
+        let tags_path = config.data_dir.join("tags.json");
+        for (id, tags) in fleet::tags::load(&tags_path)? {
+            state.registry_mut().entry(&id).tags = tags;
+        }
+        state.tags_path = Some(tags_path);
         let state = Arc::new(state);
         let (ingest, replay, wal_writer) = Ingest::start(
             &config.data_dir.join("wal"),

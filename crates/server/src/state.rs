@@ -1,12 +1,15 @@
 //! What the server's tasks share: the device registry, the sample store, the self-metrics and
 //! the clock.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use fleetmon_protocol::Limits;
 
 use crate::clock::Clock;
-use crate::fleet::Registry;
+use crate::fleet::health::Thresholds;
+use crate::fleet::tags::{self, TagError, Tags};
+use crate::fleet::{Device, Registry};
 use crate::store::SampleStore;
 use crate::telemetry::Telemetry;
 
@@ -20,6 +23,9 @@ pub struct State {
     pub offline_after_ms: i64,
     /// A gap in a device's batch numbers counts as missing once it is older than this.
     pub missing_grace_ms: i64,
+    pub thresholds: Thresholds,
+    /// Where device tags are kept (`DATA_DIR/tags.json`); none in unit tests.
+    pub tags_path: Option<std::path::PathBuf>,
 }
 
 impl State {
@@ -37,6 +43,8 @@ impl State {
             limits,
             offline_after_ms,
             missing_grace_ms: 120_000,
+            thresholds: Thresholds::default(),
+            tags_path: None,
         }
     }
 
@@ -47,6 +55,26 @@ impl State {
 
     pub fn registry_mut(&self) -> RwLockWriteGuard<'_, Registry> {
         self.registry.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the tags of device `id` (registering it if never seen) and saves every
+    /// device's tags; on a failed save the old tags stay. Returns the device.
+    pub fn set_tags(&self, id: &str, new: Tags) -> Result<Device, TagError> {
+        tags::validate(&new)?;
+        let mut registry = self.registry_mut();
+        let previous = std::mem::replace(&mut registry.entry(id).tags, new);
+        if let Some(path) = &self.tags_path {
+            let all: BTreeMap<&str, &Tags> = registry
+                .iter()
+                .filter(|(_, d)| !d.tags.is_empty())
+                .map(|(k, d)| (k.as_str(), &d.tags))
+                .collect();
+            if let Err(e) = tags::save(path, &all) {
+                registry.entry(id).tags = previous;
+                return Err(e);
+            }
+        }
+        Ok(registry.entry(id).clone())
     }
 
     pub fn now_ms(&self) -> i64 {

@@ -46,6 +46,22 @@ pub enum Reason {
     Timeout,
 }
 
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Connected => "connected",
+            Reason::HttpIngest => "http_ingest",
+            Reason::Graceful => "graceful",
+            Reason::KeepaliveExpired => "keepalive_expired",
+            Reason::ConnectionLost => "connection_lost",
+            Reason::Rejected => "rejected",
+            Reason::TakenOver => "taken_over",
+            Reason::ServerShutdown => "server_shutdown",
+            Reason::Timeout => "timeout",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Transition {
     pub at_ms: i64,

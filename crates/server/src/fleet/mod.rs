@@ -5,12 +5,16 @@
 //! - [`availability`]: online/offline transitions with reasons; flapping.
 //! - [`integrity`]: received, duplicate, missing, out of order, late, corrupt, device drops.
 //! - [`timing`]: clock skew and data latency.
+//! - [`tags`]: site, group, model, position — set by operators, attached as labels.
+//! - [`health`]: ok / warning / critical with reasons.
 //!
 //! The registry is rebuilt from the WAL on start (batches and integrity events); connection
 //! state starts empty, so every device starts offline.
 
 pub mod availability;
+pub mod health;
 pub mod integrity;
+pub mod tags;
 pub mod timing;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +24,7 @@ use serde::Serialize;
 
 pub use availability::{Availability, Reason, Status};
 pub use integrity::{Counts, Integrity};
+pub use tags::Tags;
 pub use timing::Timing;
 
 /// How a batch reached the server.
@@ -81,6 +86,7 @@ pub struct Device {
     /// Last payload on the device's status topic (`online`, `offline`).
     pub reported_status: Option<String>,
     pub address: Option<String>,
+    pub tags: Tags,
 }
 
 impl Device {
@@ -127,6 +133,25 @@ impl Device {
             self.first_seen_ms = now_ms;
         }
         self.last_seen_ms = self.last_seen_ms.max(now_ms);
+    }
+
+    /// The value of label `name` on the device's newest `device_info` sample (a firmware
+    /// update makes a new series; the newest tells the current version).
+    pub fn info(&self, name: &str) -> Option<&str> {
+        self.last_values
+            .iter()
+            .filter(|((m, _), _)| m == "device_info")
+            .max_by_key(|(_, (ts, _))| *ts)
+            .and_then(|((_, labels), _)| labels.get(name))
+            .map(String::as_str)
+    }
+
+    /// A tag, or else the same-named `device_info` label (e.g. `model`).
+    pub fn tag_or_info(&self, name: &str) -> Option<&str> {
+        self.tags
+            .get(name)
+            .map(String::as_str)
+            .or_else(|| self.info(name))
     }
 
     pub fn last_values(&self) -> Vec<LastValue> {

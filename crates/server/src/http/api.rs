@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::ApiError;
 use crate::fleet::availability::Transition;
-use crate::fleet::{Counts, Device, LastValue, Status, Transport};
+use crate::fleet::health::{self, Health, Level};
+use crate::fleet::{Counts, Device, LastValue, Status, Tags, Transport, tags};
 use crate::ingest::Accepted;
+use crate::state::State;
 use crate::store::{Point, Selector};
 use crate::telemetry::RejectLabels;
 
@@ -23,6 +25,13 @@ use crate::telemetry::RejectLabels;
 pub struct DeviceView {
     pub id: String,
     pub status: Status,
+    /// ok / warning / critical, with every reason.
+    pub health: Health,
+    /// Operator-set facts: site, group, model, lat, lon, gateway...
+    pub tags: Tags,
+    /// From the device's `device_info` (or its `model` tag).
+    pub model: Option<String>,
+    pub firmware: Option<String>,
     /// Status last published by the device on its status topic (`online`, `offline`).
     pub reported_status: Option<String>,
     pub first_seen_ms: i64,
@@ -59,11 +68,16 @@ pub struct DeviceView {
     pub availability: Option<Vec<Transition>>,
 }
 
-fn view(id: &str, d: &Device, st: &crate::state::State, now_ms: i64, detail: bool) -> DeviceView {
+fn view(id: &str, d: &Device, st: &State, now_ms: i64, detail: bool) -> DeviceView {
     let integrity = d.integrity.counts(now_ms, st.missing_grace_ms);
+    let status = d.status(now_ms, st.offline_after_ms);
     DeviceView {
         id: id.to_owned(),
-        status: d.status(now_ms, st.offline_after_ms),
+        status,
+        health: health::assess(d, status, now_ms, integrity.missing, &st.thresholds),
+        tags: d.tags.clone(),
+        model: d.tag_or_info("model").map(str::to_owned),
+        firmware: d.info("firmware").map(str::to_owned),
         reported_status: d.reported_status.clone(),
         first_seen_ms: d.first_seen_ms,
         last_seen_ms: d.last_seen_ms,
@@ -88,13 +102,36 @@ fn view(id: &str, d: &Device, st: &crate::state::State, now_ms: i64, detail: boo
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Filters of the device list; all given must hold.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub status: Option<Status>,
+    pub health: Option<Level>,
+    pub site: Option<String>,
+    pub group: Option<String>,
+    pub model: Option<String>,
+    pub firmware: Option<String>,
+    /// Substring of the device id.
+    pub q: Option<String>,
     pub limit: Option<usize>,
     #[serde(default)]
     pub offset: usize,
+}
+
+impl ListQuery {
+    fn matches(&self, id: &str, d: &Device, v: &DeviceView) -> bool {
+        let eq = |want: &Option<String>, have: Option<&str>| {
+            want.as_deref().is_none_or(|w| have == Some(w))
+        };
+        self.status.is_none_or(|s| s == v.status)
+            && self.health.is_none_or(|h| h == v.health.level)
+            && eq(&self.site, d.tags.get("site").map(String::as_str))
+            && eq(&self.group, d.tags.get("group").map(String::as_str))
+            && eq(&self.model, v.model.as_deref())
+            && eq(&self.firmware, v.firmware.as_deref())
+            && self.q.as_deref().is_none_or(|q| id.contains(q))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -102,6 +139,7 @@ pub struct DeviceList {
     pub total: usize,
     pub online: usize,
     pub offline: usize,
+    pub matched: usize,
     pub devices: Vec<DeviceView>,
 }
 
@@ -111,37 +149,40 @@ pub async fn list_devices(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DeviceList>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    Ok(Json(device_list(&app, q.status, q.offset, q.limit)))
+    Ok(Json(device_list(&app, &q)))
 }
 
-/// The device list as the API and the page show it.
-pub fn device_list(
-    app: &AppState,
-    status: Option<Status>,
-    offset: usize,
-    limit: Option<usize>,
-) -> DeviceList {
+/// The device list as the API and the page show it: `total`, `online` and `offline` count
+/// the whole fleet, `matched` the devices passing the filters, of which `devices` is the page.
+pub fn device_list(app: &AppState, q: &ListQuery) -> DeviceList {
     let st = &app.state;
     let now = st.now_ms();
     let registry = st.registry();
-    let mut ids: Vec<(&String, &Device, Status)> = registry
-        .iter()
-        .map(|(id, d)| (id, d, d.status(now, st.offline_after_ms)))
-        .collect();
-    ids.sort_by(|a, b| a.0.cmp(b.0));
-    let online = ids.iter().filter(|x| x.2 == Status::Online).count();
-    let total = ids.len();
-    let devices = ids
+    let mut all: Vec<(&String, &Device)> = registry.iter().collect();
+    all.sort_by(|a, b| a.0.cmp(b.0));
+    let mut online = 0;
+    let mut matched = Vec::new();
+    for (id, d) in all {
+        let v = view(id, d, st, now, false);
+        if v.status == Status::Online {
+            online += 1;
+        }
+        if q.matches(id, d, &v) {
+            matched.push(v);
+        }
+    }
+    let total = registry.len();
+    let matched_count = matched.len();
+    let devices = matched
         .into_iter()
-        .filter(|x| status.is_none_or(|s| s == x.2))
-        .skip(offset)
-        .take(limit.unwrap_or(usize::MAX))
-        .map(|(id, d, _)| view(id, d, st, now, false))
+        .skip(q.offset)
+        .take(q.limit.unwrap_or(usize::MAX))
         .collect();
     DeviceList {
         total,
         online,
         offline: total - online,
+        matched: matched_count,
         devices,
     }
 }
@@ -258,6 +299,93 @@ pub async fn ingest(
         "seq": seq,
         "duplicate": outcome == Accepted::Duplicate,
     })))
+}
+
+/// `PUT /api/v1/devices/{id}/tags` with a JSON object of tags: replaces the device's tags
+/// (registering the device if it was never seen) and keeps them in `DATA_DIR/tags.json`.
+pub async fn put_tags(
+    AxumState(app): AxumState<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<Tags>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<DeviceView>, ApiError> {
+    if !fleetmon_protocol::validate::is_valid_device_id(&id) {
+        return Err(ApiError::bad_request(format!(
+            "device id {id:?} is invalid: use 1 to 128 of A-Z a-z 0-9 . _ : -"
+        )));
+    }
+    let Json(new_tags) = body.map_err(|e| {
+        ApiError::bad_request(format!(
+            "tags must be a JSON object of strings: {}",
+            e.body_text()
+        ))
+    })?;
+    let st = &app.state;
+    let d = st.set_tags(&id, new_tags).map_err(|e| match e {
+        tags::TagError::File { .. } => {
+            tracing::error!(error = %e, "tags not saved");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+        other => ApiError::bad_request(other.to_string()),
+    })?;
+    Ok(Json(view(&id, &d, st, st.now_ms(), true)))
+}
+
+/// Counts of one slice of the fleet.
+#[derive(Debug, Default, Serialize)]
+pub struct Rollup {
+    pub total: usize,
+    pub online: usize,
+    pub offline: usize,
+    pub ok: usize,
+    pub warning: usize,
+    pub critical: usize,
+}
+
+impl Rollup {
+    fn add(&mut self, v: &DeviceView) {
+        self.total += 1;
+        match v.status {
+            Status::Online => self.online += 1,
+            Status::Offline => self.offline += 1,
+        }
+        match v.health.level {
+            Level::Ok => self.ok += 1,
+            Level::Warning => self.warning += 1,
+            Level::Critical => self.critical += 1,
+        }
+    }
+}
+
+/// The fleet rolled up: in all, by site, by group, and the integrity totals.
+#[derive(Debug, Serialize)]
+pub struct FleetView {
+    pub fleet: Rollup,
+    pub sites: BTreeMap<String, Rollup>,
+    pub groups: BTreeMap<String, Rollup>,
+    pub integrity: Counts,
+}
+
+/// `GET /api/v1/fleet`.
+pub async fn fleet(AxumState(app): AxumState<AppState>) -> Json<FleetView> {
+    let st = &app.state;
+    let now = st.now_ms();
+    let registry = st.registry();
+    let mut out = FleetView {
+        fleet: Rollup::default(),
+        sites: BTreeMap::new(),
+        groups: BTreeMap::new(),
+        integrity: registry.integrity_totals(now, st.missing_grace_ms),
+    };
+    for (id, d) in registry.iter() {
+        let v = view(id, d, st, now, false);
+        out.fleet.add(&v);
+        let untagged = || "(none)".to_owned();
+        let site = d.tags.get("site").cloned().unwrap_or_else(untagged);
+        let group = d.tags.get("group").cloned().unwrap_or_else(untagged);
+        out.sites.entry(site).or_default().add(&v);
+        out.groups.entry(group).or_default().add(&v);
+    }
+    Json(out)
 }
 
 /// Integrity counters of the fleet and of each device.

@@ -37,6 +37,11 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/devices", get(api::list_devices))
         .route("/api/v1/devices/{id}", get(api::get_device))
+        .route(
+            "/api/v1/devices/{id}/tags",
+            axum::routing::put(api::put_tags),
+        )
+        .route("/api/v1/fleet", get(api::fleet))
         .route("/api/v1/samples", get(api::samples))
         .route("/api/v1/integrity", get(api::integrity))
         .route(

@@ -9,11 +9,18 @@ use axum::response::Html;
 
 use super::AppState;
 use super::api::{DeviceView, device_list};
+use crate::fleet::health::Level;
 
 const SCRIPT: &str = include_str!("assets/index.js");
 
 pub async fn index(AxumState(app): AxumState<AppState>) -> Html<String> {
-    let list = device_list(&app, None, 0, Some(5_000));
+    let list = device_list(
+        &app,
+        &super::api::ListQuery {
+            limit: Some(5_000),
+            ..Default::default()
+        },
+    );
     let now_ms = app.state.now_ms();
     let mut rows = String::new();
     for d in &list.devices {
@@ -38,13 +45,16 @@ td.num, th.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .status.online::before {{ color: var(--ok); }}
 .status.offline::before {{ color: var(--bad); }}
 .id {{ font-family: ui-monospace, monospace; }}
+.health.warning {{ color: #9a6700; }}
+.health.critical {{ color: var(--bad); font-weight: 600; }}
+@media (prefers-color-scheme: dark) {{ .health.warning {{ color: #d29922; }} }}
 </style>
 </head>
 <body>
 <h1>fleetmon</h1>
-<div id="counts">{total} devices · {online} online · {offline} offline</div>
+<div id="counts">{total} devices · {online} online · {offline} offline · {warning} warning · {critical} critical</div>
 <table>
-<thead><tr><th>status</th><th>device</th><th>last seen</th><th class="num">batches</th><th class="num">cpu</th><th class="num">memory</th><th class="num">temperature</th><th class="num">battery</th></tr></thead>
+<thead><tr><th>status</th><th>health</th><th>device</th><th>site</th><th>last seen</th><th class="num">batches</th><th class="num">cpu</th><th class="num">memory</th><th class="num">temperature</th><th class="num">battery</th></tr></thead>
 <tbody id="devices">
 {rows}</tbody>
 </table>
@@ -55,6 +65,8 @@ td.num, th.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
         total = list.total,
         online = list.online,
         offline = list.offline,
+        warning = count(&list.devices, Level::Warning),
+        critical = count(&list.devices, Level::Critical),
     ))
 }
 
@@ -75,8 +87,19 @@ fn row(out: &mut String, d: &DeviceView, now_ms: i64) {
     };
     let _ = writeln!(
         out,
-        r#"<tr><td class="status {status}">{status}</td><td class="id">{id}</td><td>{seen}</td><td class="num">{batches}</td><td class="num">{cpu}</td><td class="num">{mem}</td><td class="num">{temp}</td><td class="num">{bat}</td></tr>"#,
+        r#"<tr><td class="status {status}">{status}</td><td class="health {level}" title="{all}">{health}</td><td class="id">{id}</td><td>{site}</td><td>{seen}</td><td class="num">{batches}</td><td class="num">{cpu}</td><td class="num">{mem}</td><td class="num">{temp}</td><td class="num">{bat}</td></tr>"#,
         id = escape(&d.id),
+        level = level_name(d.health.level),
+        health = escape(&summary(d)),
+        all = escape(
+            &d.health
+                .reasons
+                .iter()
+                .map(|r| r.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        site = escape(d.tags.get("site").map_or("–", String::as_str)),
         seen = ago(now_ms, d.last_seen_ms),
         batches = d.batches_received,
         cpu = pct(value("cpu_usage_ratio")),
@@ -84,6 +107,29 @@ fn row(out: &mut String, d: &DeviceView, now_ms: i64) {
         temp = value("temperature_celsius").map_or("–".to_owned(), |v| format!("{v:.1} °C")),
         bat = pct(value("battery_charge_ratio")),
     );
+}
+
+fn count(devices: &[DeviceView], level: Level) -> usize {
+    devices.iter().filter(|d| d.health.level == level).count()
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Ok => "ok",
+        Level::Warning => "warning",
+        Level::Critical => "critical",
+    }
+}
+
+/// The level, with the worst reason and how many more.
+fn summary(d: &DeviceView) -> String {
+    let mut reasons: Vec<_> = d.health.reasons.iter().collect();
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.level));
+    match reasons.as_slice() {
+        [] => "ok".to_owned(),
+        [one] => one.message.clone(),
+        [first, rest @ ..] => format!("{} (+{})", first.message, rest.len()),
+    }
 }
 
 fn ago(now_ms: i64, then_ms: i64) -> String {

@@ -1,0 +1,182 @@
+//! Device tags, health with reasons, list filters and fleet roll-ups, through the HTTP API.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{get, post};
+use fleetmon_protocol::{Batch, Sample, encode_json};
+use fleetmon_server::clock::SystemClock;
+use fleetmon_server::{Server, ServerConfig};
+use serde_json::{Value, json};
+
+fn put(url: &str, body: &Value) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent.put(url).send_json(body).expect("PUT");
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn batch(device: &str, samples: Vec<Sample>) -> Vec<u8> {
+    encode_json(&Batch {
+        device: device.into(),
+        boot_id: "b".into(),
+        seq: 1,
+        sent_at_ms: 0,
+        dropped_before: 0,
+        samples,
+    })
+}
+
+fn start(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> Server {
+    let mut config = ServerConfig::local(dir);
+    config.offline_after = Duration::from_secs(60);
+    rt.block_on(Server::start(config, Arc::new(SystemClock)))
+        .expect("start the server")
+}
+
+fn ids(list: &Value) -> Vec<&str> {
+    list["devices"]
+        .as_array()
+        .expect("a device list")
+        .iter()
+        .map(|d| d["id"].as_str().expect("a device id"))
+        .collect()
+}
+
+#[test]
+fn tags_health_filters_and_rollups() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&rt, dir.path());
+    let base = format!("http://{}", server.http_addr());
+
+    let (s, _) = put(
+        &format!("{base}/api/v1/devices/d1/tags"),
+        &json!({"site": "north", "group": "pilot", "lat": "52.5", "lon": "13.4"}),
+    );
+    assert_eq!(s, 200);
+    put(
+        &format!("{base}/api/v1/devices/d2/tags"),
+        &json!({"site": "south", "group": "pilot"}),
+    );
+    put(
+        &format!("{base}/api/v1/devices/d4/tags"),
+        &json!({"site": "south"}),
+    );
+    let (s, e) = put(
+        &format!("{base}/api/v1/devices/d1/tags"),
+        &json!({"bad-name": "x"}),
+    );
+    assert_eq!(s, 400);
+    assert!(e["error"].as_str().unwrap().contains("\"bad-name\""), "{e}");
+    let (s, e) = put(
+        &format!("{base}/api/v1/devices/d1/tags"),
+        &json!({"site": 3}),
+    );
+    assert_eq!(s, 400, "{e}");
+
+    let ts = 1_700_000_000_000;
+    let ingest = format!("{base}/api/v1/ingest");
+    post(
+        &ingest,
+        &batch(
+            "d1",
+            vec![
+                Sample::new("battery_charge_ratio", ts, 0.05).with_label("battery", "ups"),
+                Sample::new("battery_discharging", ts, 1.0).with_label("battery", "ups"),
+                Sample::new("device_info", ts, 1.0)
+                    .with_label("firmware", "2.1.0")
+                    .with_label("model", "rpi4"),
+            ],
+        ),
+    );
+    post(
+        &ingest,
+        &batch(
+            "d2",
+            vec![Sample::new("temperature_celsius", ts, 72.5).with_label("sensor", "soc")],
+        ),
+    );
+    post(
+        &ingest,
+        &batch(
+            "d3",
+            vec![Sample::new("temperature_celsius", ts, 40.0).with_label("sensor", "soc")],
+        ),
+    );
+
+    let (_, d1) = get(&format!("{base}/api/v1/devices/d1"));
+    assert_eq!(d1["health"]["level"], "critical");
+    assert_eq!(d1["health"]["reasons"][0]["check"], "battery_low");
+    assert_eq!(
+        d1["health"]["reasons"][0]["message"],
+        "battery ups at 5 %, discharging"
+    );
+    assert_eq!(d1["firmware"], "2.1.0");
+    assert_eq!(d1["model"], "rpi4");
+    assert_eq!(d1["tags"]["site"], "north");
+    let (_, d2) = get(&format!("{base}/api/v1/devices/d2"));
+    assert_eq!(d2["health"]["level"], "warning");
+    assert_eq!(
+        d2["health"]["reasons"][0]["message"],
+        "temperature soc at 72.5 °C"
+    );
+    let (_, d4) = get(&format!("{base}/api/v1/devices/d4"));
+    assert_eq!(d4["status"], "offline");
+    assert_eq!(
+        d4["health"]["reasons"][0]["message"],
+        "offline (never seen)"
+    );
+
+    let list = |q: &str| get(&format!("{base}/api/v1/devices?{q}")).1;
+    assert_eq!(ids(&list("health=critical")), ["d1", "d4"]);
+    assert_eq!(ids(&list("health=ok")), ["d3"]);
+    assert_eq!(ids(&list("site=south")), ["d2", "d4"]);
+    assert_eq!(ids(&list("site=south&status=online")), ["d2"]);
+    assert_eq!(ids(&list("group=pilot&health=warning")), ["d2"]);
+    assert_eq!(ids(&list("firmware=2.1.0")), ["d1"]);
+    assert_eq!(ids(&list("model=rpi4")), ["d1"]);
+    assert_eq!(ids(&list("q=d")).len(), 4);
+    let page = list("limit=2&offset=1");
+    assert_eq!(
+        (ids(&page), &page["matched"], &page["total"]),
+        (vec!["d2", "d3"], &json!(4), &json!(4))
+    );
+    let (s, e) = get(&format!("{base}/api/v1/devices?health=purple"));
+    assert_eq!(s, 400, "{e}");
+    let (s, _) = get(&format!("{base}/api/v1/devices?colour=red"));
+    assert_eq!(s, 400);
+
+    let (_, fleet) = get(&format!("{base}/api/v1/fleet"));
+    assert_eq!(fleet["fleet"]["total"], 4);
+    assert_eq!(fleet["fleet"]["critical"], 2);
+    assert_eq!(fleet["sites"]["south"]["total"], 2);
+    assert_eq!(fleet["sites"]["south"]["warning"], 1);
+    assert_eq!(fleet["sites"]["(none)"]["total"], 1);
+    assert_eq!(fleet["groups"]["pilot"]["critical"], 1);
+
+    // Tags are labels of the device's series, and survive a restart.
+    let (_, samples) = get(&format!(
+        "{base}/api/v1/samples?device=d1&metric=battery_charge_ratio"
+    ));
+    assert_eq!(samples["series"][0]["labels"]["site"], "north");
+    rt.block_on(server.shutdown());
+    let server = start(&rt, dir.path());
+    let base = format!("http://{}", server.http_addr());
+    let (_, d1) = get(&format!("{base}/api/v1/devices/d1"));
+    assert_eq!(d1["tags"]["group"], "pilot");
+    let (_, samples) = get(&format!(
+        "{base}/api/v1/samples?device=d1&metric=battery_charge_ratio"
+    ));
+    assert_eq!(samples["series"][0]["labels"]["group"], "pilot");
+    rt.block_on(server.shutdown());
+}
