@@ -159,3 +159,86 @@ fn retained_status_reaches_a_later_subscriber() {
     });
     assert!(reported.is_some());
 }
+
+#[test]
+fn mqtt5_clients_get_reason_codes_and_their_batches_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), free_addr(), free_addr(), &[]);
+    let port = server.mqtt.port().to_string();
+    let publish = |topic: &str, payload: &str| {
+        tool("mosquitto_pub")
+            .args([
+                "-V",
+                "mqttv5",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-m",
+                payload,
+            ])
+            .output()
+            .unwrap()
+    };
+    let good = r#"{"device":"v5dev","seq":1,"samples":[{"metric":"uptime_seconds","ts_ms":1700000000000,"value":42}]}"#;
+    let out = publish("fleetmon/v1/v5dev/telemetry", good);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Refusals are negative PUBACKs that mosquitto_pub reports by name.
+    let out = publish("fleetmon/v1/v5dev/telemetry", "{bad");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Payload format invalid"),
+        "{out:?}"
+    );
+    let out = publish("not/ours", "x");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Topic Name invalid"),
+        "{out:?}"
+    );
+
+    let (_, dev) = get(&server.url("/api/v1/devices/v5dev"));
+    assert_eq!(dev["batches_received"], 1);
+    assert_eq!(dev["batches_rejected"], 1);
+    // Every session ended with a clean DISCONNECT, none as a protocol violation.
+    assert_eq!(dev["last_disconnect"]["reason"], "graceful", "{dev}");
+    let (_, metrics) = get(&server.url("/metrics"));
+    assert!(
+        !metrics.as_str().unwrap().contains("reason=\"mqtt_packet\""),
+        "{metrics}"
+    );
+
+    // MQTT 3.1 is refused at CONNECT, by name.
+    let out = tool("mosquitto_pub")
+        .args([
+            "-V",
+            "mqttv31",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "fleetmon/v1/x/status",
+            "-m",
+            "online",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unacceptable protocol version"),
+        "{out:?}"
+    );
+}

@@ -1,15 +1,18 @@
-//! The MQTT endpoint devices connect to: our own MQTT 3.1.1 server on rumqttc's packet codec.
+//! The MQTT endpoint devices connect to: our own MQTT 3.1.1 and 5 server on rumqttc's packet
+//! codecs.
 //!
 //! Why not an embedded broker: the delivery guarantee needs PUBACK to wait until the batch is
 //! in the WAL, and an off-the-shelf broker acknowledges from memory. The broker features the
 //! protocol needs — retained status, Last Will, subscriptions for the control topic, client-id
 //! takeover, keepalive — are small and live in [`broker`] and [`session`].
 //!
+//! - [`codec`]: both protocol versions on the wire, one vocabulary inside.
 //! - [`filter`]: topic filter validation and matching.
 //! - [`broker`]: sessions by client id, subscriptions, retained messages, routing.
 //! - [`session`]: one connection.
 
 pub mod broker;
+pub mod codec;
 pub mod filter;
 pub mod session;
 

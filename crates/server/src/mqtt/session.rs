@@ -1,12 +1,16 @@
-//! One MQTT 3.1.1 connection, from CONNECT to close.
+//! One MQTT connection (3.1.1 or 5), from CONNECT to close.
 //!
 //! The reading half runs here: it decodes packets, hands telemetry to ingest and queues the
 //! answers. A writer task owns the writing half and sends, in order, every queued packet; a
 //! PUBACK (or PUBREC) waits in that queue until its batch is durable, so acknowledgements
 //! follow durability and keep the order of the publishes (§4.6) while the reader keeps
-//! reading. A payload that is not a valid batch, or a topic outside the fleetmon tree, closes
-//! the connection without an acknowledgement: MQTT 3.1.1 has no negative PUBACK, and §3.3.5
-//! says a server that refuses a PUBLISH must close the connection.
+//! reading.
+//!
+//! A payload that is not a valid batch, or a topic outside the fleetmon tree, is never
+//! acknowledged. MQTT 3.1.1 has no negative PUBACK, and its §3.3.5 says a server refusing a
+//! PUBLISH must close the connection, so we do. MQTT 5 has reason codes: the publish gets a
+//! PUBACK with "payload format invalid", "topic name invalid" or "not authorized", and the
+//! connection stays up.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,16 +18,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use fleetmon_protocol::{Topic, decode};
-use rumqttc::{
-    ConnAck, ConnectReturnCode, LastWill, Packet, PubAck, PubComp, PubRec, Publish, QoS, SubAck,
-    SubscribeReasonCode, UnsubAck,
-};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use rumqttc::{Publish, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
 use super::Context;
 use super::broker::{Delivery, min_qos};
+use super::codec::{self, CodecError, ConnectRefusal, In, Out, Refusal, Version, Will};
 use super::filter;
 use crate::fleet::{Reason, Transport};
 use crate::ingest::{Accepted, Pending};
@@ -36,19 +38,22 @@ const QUEUE: usize = 1024;
 const MAX_CONTROL_PAYLOAD: usize = 64 << 10;
 
 enum Job {
-    /// Send `packet` once `pending` says the batch is durable.
+    /// Send `out` once `pending` says the batch is durable.
     Ack {
         pending: Pending,
-        packet: Packet,
+        out: Out,
     },
-    Send(Packet),
+    Send(Out),
 }
 
 enum ReadError {
     Closed,
-    Protocol(rumqttc::Error),
+    Codec(CodecError),
     Io(std::io::Error),
 }
+
+type Reader = ReadHalf<Box<dyn Connection>>;
+type Writer = WriteHalf<Box<dyn Connection>>;
 
 /// Serves one connection until it closes.
 pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
@@ -57,26 +62,24 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
     let mut buf = BytesMut::with_capacity(4096);
     let max = ctx.max_packet_bytes;
 
-    let connect = match timeout(ctx.connect_timeout, read_packet(&mut reader, &mut buf, max)).await
-    {
-        Ok(Ok(Packet::Connect(c))) => c,
+    let first = timeout(
+        ctx.connect_timeout,
+        read_in(&mut reader, &mut buf, None, max),
+    )
+    .await;
+    let connect = match first {
+        Ok(Ok(In::Connect(c))) => c,
         Ok(Ok(_)) => {
             tracing::warn!(%peer, "first packet was not CONNECT; closing");
             return;
         }
-        Ok(Err(ReadError::Protocol(
-            e @ (rumqttc::Error::InvalidProtocol | rumqttc::Error::InvalidProtocolLevel(_)),
-        ))) => {
-            tracing::warn!(%peer, error = %e, "CONNECT refused: this endpoint speaks MQTT 3.1.1");
-            let _ = write_packet(
-                &mut writer,
-                &connack(ConnectReturnCode::RefusedProtocolVersion),
-                max,
-            )
-            .await;
+        Ok(Err(ReadError::Codec(e @ CodecError::UnsupportedProtocol { .. }))) => {
+            tracing::warn!(%peer, error = %e, "CONNECT refused");
+            let refusal = Out::ConnAck(Some(ConnectRefusal::ProtocolVersion));
+            let _ = write_out(&mut writer, Version::V4, refusal, max).await;
             return;
         }
-        Ok(Err(ReadError::Protocol(e))) => {
+        Ok(Err(ReadError::Codec(e))) => {
             tracing::warn!(%peer, error = %e, "malformed CONNECT; closing");
             return;
         }
@@ -86,19 +89,11 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
             return;
         }
     };
-    if connect.protocol != rumqttc::Protocol::V4 {
-        tracing::warn!(%peer, "CONNECT refused: MQTT 5 is not served yet; use MQTT 3.1.1");
-        let _ = write_packet(
-            &mut writer,
-            &connack(ConnectReturnCode::RefusedProtocolVersion),
-            max,
-        )
-        .await;
-        return;
-    }
+    let version = connect.version;
     let client_id = if connect.client_id.is_empty() {
-        if !connect.clean_session {
-            let _ = write_packet(&mut writer, &connack(ConnectReturnCode::BadClientId), max).await;
+        if !connect.clean_session && version == Version::V4 {
+            let refusal = Out::ConnAck(Some(ConnectRefusal::ClientId));
+            let _ = write_out(&mut writer, version, refusal, max).await;
             return;
         }
         format!("fleetmon-auto-{}", ctx.next_auto_id())
@@ -108,7 +103,7 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
 
     let (deliveries_tx, deliveries_rx) = mpsc::channel(QUEUE);
     let (session_id, mut kicked) = ctx.broker.register(&client_id, deliveries_tx);
-    if write_packet(&mut writer, &connack(ConnectReturnCode::Success), max)
+    if write_out(&mut writer, version, Out::ConnAck(None), max)
         .await
         .is_err()
     {
@@ -117,16 +112,18 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
     }
     ctx.state.telemetry.mqtt_connections.inc();
     ctx.state.telemetry.mqtt_connections_opened.inc();
-    tracing::debug!(%peer, client_id, keep_alive = connect.keep_alive, "MQTT session open");
+    tracing::debug!(%peer, client_id, ?version, keep_alive = connect.keep_alive, "MQTT session open");
 
     let (jobs, jobs_rx) = mpsc::channel(QUEUE);
-    let mut writer_task = tokio::spawn(write_loop(writer, jobs_rx, deliveries_rx, max));
+    let mut writer_task = tokio::spawn(write_loop(writer, version, jobs_rx, deliveries_rx, max));
     let mut session = Session {
         ctx: Arc::clone(&ctx),
+        version,
         client_id,
         peer,
         jobs,
         devices: HashSet::new(),
+        will_on_disconnect: false,
     };
     // §3.1.2.10: close after one and a half keepalive periods without a packet.
     let keepalive = (connect.keep_alive > 0)
@@ -134,11 +131,10 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
 
     let reason = loop {
         let read = async {
+            let next = read_in(&mut reader, &mut buf, Some(version), max);
             match keepalive {
-                Some(k) => timeout(k, read_packet(&mut reader, &mut buf, max))
-                    .await
-                    .ok(),
-                None => Some(read_packet(&mut reader, &mut buf, max).await),
+                Some(k) => timeout(k, next).await.ok(),
+                None => Some(next.await),
             }
         };
         let packet = tokio::select! {
@@ -155,7 +151,7 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
                 tracing::debug!(peer = %session.peer, error = %e, "MQTT read failed");
                 break Reason::ConnectionLost;
             }
-            Some(Err(ReadError::Protocol(e))) => {
+            Some(Err(ReadError::Codec(e))) => {
                 tracing::warn!(peer = %session.peer, client_id = %session.client_id, error = %e, "malformed MQTT packet; closing");
                 session.count_reject("mqtt_packet");
                 break Reason::Rejected;
@@ -168,8 +164,8 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
         }
     };
 
-    if reason != Reason::Graceful
-        && let Some(will) = connect.last_will
+    if (reason != Reason::Graceful || session.will_on_disconnect)
+        && let Some(will) = connect.will
     {
         session.publish_will(will);
     }
@@ -193,70 +189,88 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
 
 struct Session {
     ctx: Arc<Context>,
+    version: Version,
     client_id: String,
     peer: String,
     jobs: mpsc::Sender<Job>,
     /// Devices this connection spoke for; they are online while it lasts.
     devices: HashSet<String>,
+    /// An MQTT 5 client asked for its will on DISCONNECT.
+    will_on_disconnect: bool,
 }
 
 impl Session {
-    async fn send(&self, packet: Packet) -> Result<(), Reason> {
+    async fn send(&self, out: Out) -> Result<(), Reason> {
         self.jobs
-            .send(Job::Send(packet))
+            .send(Job::Send(out))
             .await
             .map_err(|_| Reason::ConnectionLost)
     }
 
-    async fn handle(&mut self, packet: Packet) -> Result<(), Reason> {
+    async fn handle(&mut self, packet: In) -> Result<(), Reason> {
         match packet {
-            Packet::Publish(p) => self.publish(p).await,
-            Packet::PubRel(r) => self.send(Packet::PubComp(PubComp::new(r.pkid))).await,
-            Packet::Subscribe(s) => {
-                let mut codes = Vec::with_capacity(s.filters.len());
+            In::Publish(p) => self.publish(p).await,
+            In::PubRel(pkid) => self.send(Out::PubComp(pkid)).await,
+            In::Subscribe { pkid, filters } => {
+                let mut granted = Vec::with_capacity(filters.len());
                 let mut retained = Vec::new();
-                for f in &s.filters {
-                    match filter::validate(&f.path) {
+                for (path, qos) in &filters {
+                    match filter::validate(path) {
                         Ok(()) => {
-                            let granted = min_qos(f.qos, QoS::AtLeastOnce);
-                            retained.extend(self.ctx.broker.subscribe(
-                                &self.client_id,
-                                &f.path,
-                                granted,
-                            ));
-                            codes.push(SubscribeReasonCode::Success(granted));
+                            let g = min_qos(*qos, QoS::AtLeastOnce);
+                            retained.extend(self.ctx.broker.subscribe(&self.client_id, path, g));
+                            granted.push(Some(g));
                         }
                         Err(e) => {
                             tracing::warn!(client_id = %self.client_id, error = %e, "subscription refused");
-                            codes.push(SubscribeReasonCode::Failure);
+                            granted.push(None);
                         }
                     }
                 }
-                self.send(Packet::SubAck(SubAck::new(s.pkid, codes)))
-                    .await?;
+                self.send(Out::SubAck { pkid, granted }).await?;
                 for d in retained {
-                    self.send(Packet::Publish(delivery_packet(d, 0))).await?;
+                    self.send(Out::Publish(delivery_packet(d, 0))).await?;
                 }
                 Ok(())
             }
-            Packet::Unsubscribe(u) => {
-                for topic in &u.topics {
+            In::Unsubscribe { pkid, topics } => {
+                for topic in &topics {
                     self.ctx.broker.unsubscribe(&self.client_id, topic);
                 }
-                self.send(Packet::UnsubAck(UnsubAck::new(u.pkid))).await
+                let count = topics.len();
+                self.send(Out::UnsubAck { pkid, count }).await
             }
-            Packet::PingReq => self.send(Packet::PingResp).await,
-            Packet::Disconnect => Err(Reason::Graceful),
+            In::PingReq => self.send(Out::PingResp).await,
+            In::Disconnect { with_will } => {
+                self.will_on_disconnect = with_will;
+                Err(Reason::Graceful)
+            }
             // Acknowledgements of what we delivered: delivery is at most once per connection.
-            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => Ok(()),
-            Packet::Connect(_)
-            | Packet::ConnAck(_)
-            | Packet::SubAck(_)
-            | Packet::UnsubAck(_)
-            | Packet::PingResp => {
-                tracing::warn!(client_id = %self.client_id, "client sent a packet only a server may send; closing");
+            In::DeliveryAck => Ok(()),
+            In::Connect(_) | In::Unexpected(_) => {
+                let what = match &packet {
+                    In::Unexpected(name) => name,
+                    _ => "a second CONNECT",
+                };
+                tracing::warn!(client_id = %self.client_id, packet = what, "protocol violation; closing");
                 self.count_reject("mqtt_packet");
                 Err(Reason::Rejected)
+            }
+        }
+    }
+
+    /// Refuses a publish: MQTT 5 answers with a reason code and goes on; MQTT 3.1.1 closes.
+    async fn refuse(&self, p: &Publish, why: Refusal) -> Result<(), Reason> {
+        match (self.version, p.qos) {
+            (Version::V4, _) => Err(Reason::Rejected),
+            (Version::V5, QoS::AtMostOnce) => Ok(()),
+            (Version::V5, qos) => {
+                self.send(Out::Refuse {
+                    pkid: p.pkid,
+                    qos,
+                    why,
+                })
+                .await
             }
         }
     }
@@ -265,9 +279,9 @@ impl Session {
         let topic = match Topic::parse(&p.topic) {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!(client_id = %self.client_id, peer = %self.peer, reason = %e, "publish refused, not acknowledged; closing");
+                tracing::warn!(client_id = %self.client_id, peer = %self.peer, reason = %e, "publish refused, not acknowledged");
                 self.count_reject("topic");
-                return Err(Reason::Rejected);
+                return self.refuse(&p, Refusal::TopicNameInvalid).await;
             }
         };
         let device = topic.device().to_owned();
@@ -276,9 +290,9 @@ impl Session {
             Topic::Telemetry { .. } => self.telemetry(&device, p).await,
             Topic::Status { .. } | Topic::Control { .. } | Topic::ControlReply { .. } => {
                 if p.payload.len() > MAX_CONTROL_PAYLOAD {
-                    tracing::warn!(device, client_id = %self.client_id, bytes = p.payload.len(), "status/control payload too large; closing");
+                    tracing::warn!(device, client_id = %self.client_id, bytes = p.payload.len(), "status/control payload too large; refused");
                     self.count_reject("too_large");
-                    return Err(Reason::Rejected);
+                    return self.refuse(&p, Refusal::PayloadFormatInvalid).await;
                 }
                 if matches!(topic, Topic::Status { .. }) {
                     self.record_status(&device, &p.payload);
@@ -286,8 +300,8 @@ impl Session {
                 self.forward(&p.topic, &p.payload, p.qos, p.retain);
                 match p.qos {
                     QoS::AtMostOnce => Ok(()),
-                    QoS::AtLeastOnce => self.send(Packet::PubAck(PubAck::new(p.pkid))).await,
-                    QoS::ExactlyOnce => self.send(Packet::PubRec(PubRec::new(p.pkid))).await,
+                    QoS::AtLeastOnce => self.send(Out::PubAck(p.pkid)).await,
+                    QoS::ExactlyOnce => self.send(Out::PubRec(p.pkid)).await,
                 }
             }
         }
@@ -297,44 +311,37 @@ impl Session {
         let batch = match decode(&p.payload, &self.ctx.state.limits) {
             Ok((batch, _)) if batch.device == device => batch,
             Ok((batch, _)) => {
-                tracing::warn!(device, batch_device = %batch.device, client_id = %self.client_id, "batch rejected, not acknowledged: its device differs from the topic's; closing");
+                tracing::warn!(device, batch_device = %batch.device, client_id = %self.client_id, "batch rejected, not acknowledged: its device differs from the topic's");
                 self.reject_batch(device, "device_mismatch").await;
-                return Err(Reason::Rejected);
+                return self.refuse(&p, Refusal::NotAuthorized).await;
             }
             Err(e) => {
-                tracing::warn!(device, client_id = %self.client_id, peer = %self.peer, reason = %e, "batch rejected, not acknowledged; closing");
+                tracing::warn!(device, client_id = %self.client_id, peer = %self.peer, reason = %e, "batch rejected, not acknowledged");
                 self.reject_batch(device, e.kind()).await;
-                return Err(Reason::Rejected);
+                return self.refuse(&p, Refusal::PayloadFormatInvalid).await;
             }
         };
         let pending = self.ctx.ingest.submit(batch, Transport::Mqtt).await;
         self.forward(&p.topic, &p.payload, p.qos, false);
-        let ack = match p.qos {
+        let out = match p.qos {
             QoS::AtMostOnce => return Ok(()),
-            QoS::AtLeastOnce => Packet::PubAck(PubAck::new(p.pkid)),
-            QoS::ExactlyOnce => Packet::PubRec(PubRec::new(p.pkid)),
+            QoS::AtLeastOnce => Out::PubAck(p.pkid),
+            QoS::ExactlyOnce => Out::PubRec(p.pkid),
         };
         self.jobs
-            .send(Job::Ack {
-                pending,
-                packet: ack,
-            })
+            .send(Job::Ack { pending, out })
             .await
             .map_err(|_| Reason::ConnectionLost)
     }
 
     /// Marks `device` as spoken for by this connection (online while it lasts).
     fn speak_for(&mut self, device: &str) {
-        if !self.devices.contains(device) {
-            self.devices.insert(device.to_owned());
-            let now = self.ctx.state.now_ms();
-            self.ctx
-                .state
-                .registry_mut()
-                .session_opened(device, now, &self.peer);
+        let now = self.ctx.state.now_ms();
+        let mut registry = self.ctx.state.registry_mut();
+        if self.devices.insert(device.to_owned()) {
+            registry.session_opened(device, now, &self.peer);
         } else {
-            let now = self.ctx.state.now_ms();
-            self.ctx.state.registry_mut().entry(device).seen(now);
+            registry.entry(device).seen(now);
         }
     }
 
@@ -358,15 +365,14 @@ impl Session {
     }
 
     /// The Last Will, published as if the client had sent it.
-    fn publish_will(&mut self, will: LastWill) {
-        if let Ok(Topic::Status { device }) = Topic::parse(&will.topic)
-            && will.message.len() <= MAX_CONTROL_PAYLOAD
-        {
-            self.record_status(device, &will.message);
+    fn publish_will(&mut self, will: Will) {
+        if will.payload.len() > MAX_CONTROL_PAYLOAD {
+            return;
         }
-        if will.message.len() <= MAX_CONTROL_PAYLOAD {
-            self.forward(&will.topic, &will.message, will.qos, will.retain);
+        if let Ok(Topic::Status { device }) = Topic::parse(&will.topic) {
+            self.record_status(device, &will.payload);
         }
+        self.forward(&will.topic, &will.payload, will.qos, will.retain);
     }
 
     async fn reject_batch(&self, device: &str, reason: &'static str) {
@@ -390,20 +396,21 @@ impl Session {
 /// Sends queued packets in order; acknowledgements wait for durability. Ends when the queue
 /// closes, the connection breaks, or storage fails (the batch must not be acknowledged).
 async fn write_loop(
-    mut writer: WriteHalf<Box<dyn Connection>>,
+    mut writer: Writer,
+    version: Version,
     mut jobs: mpsc::Receiver<Job>,
     mut deliveries: mpsc::Receiver<Delivery>,
     max: usize,
 ) {
     let mut next_pkid: u16 = 0;
     loop {
-        let packet = tokio::select! {
+        let out = tokio::select! {
             biased;
             job = jobs.recv() => match job {
                 None => return,
-                Some(Job::Send(p)) => p,
-                Some(Job::Ack { pending, packet }) => match pending.await {
-                    Ok(Ok(Accepted::Stored | Accepted::Duplicate)) => packet,
+                Some(Job::Send(out)) => out,
+                Some(Job::Ack { pending, out }) => match pending.await {
+                    Ok(Ok(Accepted::Stored | Accepted::Duplicate)) => out,
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, "batch not durable; closing without acknowledgement");
                         return;
@@ -413,10 +420,10 @@ async fn write_loop(
             },
             Some(d) = deliveries.recv() => {
                 next_pkid = next_pkid.checked_add(1).unwrap_or(1);
-                Packet::Publish(delivery_packet(d, next_pkid))
+                Out::Publish(delivery_packet(d, next_pkid))
             }
         };
-        if write_packet(&mut writer, &packet, max).await.is_err() {
+        if write_out(&mut writer, version, out, max).await.is_err() {
             return;
         }
     }
@@ -433,40 +440,41 @@ fn delivery_packet(d: Delivery, pkid: u16) -> Publish {
     p
 }
 
-fn connack(code: ConnectReturnCode) -> Packet {
-    Packet::ConnAck(ConnAck::new(code, false))
-}
-
-async fn read_packet(
-    reader: &mut ReadHalf<Box<dyn Connection>>,
+/// Reads the next packet; with no version yet, the first packet must be a CONNECT.
+async fn read_in(
+    reader: &mut Reader,
     buf: &mut BytesMut,
+    version: Option<Version>,
     max: usize,
-) -> Result<Packet, ReadError> {
+) -> Result<In, ReadError> {
     loop {
-        match Packet::read(buf, max) {
-            Ok(p) => return Ok(p),
-            Err(rumqttc::Error::InsufficientBytes(n)) => {
-                buf.reserve(n.min(max));
+        let parsed = match version {
+            None => codec::read_connect(buf, max),
+            Some(v) => codec::read(v, buf, max),
+        };
+        match parsed {
+            Ok(Some(p)) => return Ok(p),
+            Ok(None) => {
+                buf.reserve(4096);
                 match reader.read_buf(buf).await {
                     Ok(0) => return Err(ReadError::Closed),
                     Ok(_) => {}
                     Err(e) => return Err(ReadError::Io(e)),
                 }
             }
-            Err(e) => return Err(ReadError::Protocol(e)),
+            Err(e) => return Err(ReadError::Codec(e)),
         }
     }
 }
 
-async fn write_packet<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    packet: &Packet,
+async fn write_out(
+    writer: &mut Writer,
+    version: Version,
+    out: Out,
     max: usize,
 ) -> std::io::Result<()> {
-    let mut out = BytesMut::with_capacity(packet.size() + 5);
-    packet
-        .write(&mut out, max)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    writer.write_all(&out).await?;
+    let mut buf = BytesMut::with_capacity(64);
+    codec::write(version, out, &mut buf, max).map_err(|e| std::io::Error::other(e.to_string()))?;
+    writer.write_all(&buf).await?;
     writer.flush().await
 }
