@@ -1,0 +1,815 @@
+//! The public database: ties the WAL, group commit, index, head, blocks, compaction and
+//! retention together behind [`Db`].
+//!
+//! Locks, always taken in this order: `maintenance` (one flush/compaction/retention at a time),
+//! `wal`, `state`. An appender resolves series ids under `state`, frames its records, and hands
+//! them to group commit; the group's leader writes and syncs them under `wal` and applies them
+//! to the head under `state` before any member returns, so the head only ever holds durable
+//! samples, applied in WAL order (which is what replay reproduces).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::backend::{Backend, FsBackend, write_atomic};
+use crate::block::{self, Block, SeriesInput, encode_block};
+use crate::commit::GroupCommit;
+use crate::compact;
+use crate::head::{Head, Placed};
+use crate::index::{Index, SeriesId};
+use crate::ooo;
+use crate::query::{Agg, Buckets, LastValue, QueryError, SeriesPoints};
+use crate::record::{self, KIND_META, KIND_SAMPLES, KIND_SERIES, Record};
+use crate::retention::{self, Retention};
+use crate::rollup::{self, floor};
+use crate::series::{Labels, Matcher};
+use crate::wal::{Wal, WalError, WalOptions, frame};
+
+/// Errors of the database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("storage: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error(
+        "append not durable, nothing of it was stored (disk full or failing?); retry later: {0}"
+    )]
+    NotDurable(String),
+    #[error("flush failed, the head keeps its samples: {0}")]
+    Flush(String),
+}
+
+/// Settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a group-commit leader waits for more appenders before its fsync; zero syncs
+    /// each group as soon as it forms.
+    pub flush_interval: Duration,
+    /// WAL segment size before rotation.
+    pub wal_segment_bytes: u64,
+    /// Late samples older than this (relative to the newest sample seen) are refused.
+    pub ooo_max_age_ms: i64,
+    /// Samples more than this ahead of `clock` are stored but do not count as "newest" for
+    /// the late-data limit, so one device with a clock in 2099 cannot make the fleet's data
+    /// too old.
+    pub max_future_ms: i64,
+    /// Wall clock, ms since the epoch (injectable for tests).
+    pub clock: fn() -> i64,
+    /// Window of the blocks a flush writes.
+    pub block_window_ms: i64,
+    /// Window compaction merges into (a multiple of `block_window_ms`).
+    pub compact_window_ms: i64,
+    /// Retention limits applied by [`Db::maintain`].
+    pub retention: Retention,
+    /// [`Db::maintain`] flushes once the WAL is larger than this.
+    pub flush_wal_bytes: u64,
+    /// Rollup resolutions written at compaction (ms). Each costs disk: on 10-second data the
+    /// 1-minute rollup adds roughly half the raw size, the 1-hour one about 1%.
+    pub rollup_resolutions_ms: Vec<i64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            flush_interval: Duration::ZERO,
+            wal_segment_bytes: 64 << 20,
+            ooo_max_age_ms: ooo::DEFAULT_MAX_AGE_MS,
+            max_future_ms: 24 * 3_600_000,
+            clock: system_clock,
+            block_window_ms: 2 * 3_600_000,
+            compact_window_ms: 24 * 3_600_000,
+            retention: Retention::default(),
+            flush_wal_bytes: 256 << 20,
+            rollup_resolutions_ms: rollup::RESOLUTIONS_MS.to_vec(),
+        }
+    }
+}
+
+/// One sample to append.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample<'a> {
+    pub labels: &'a Labels,
+    pub ts_ms: i64,
+    pub value: f64,
+}
+
+/// Opaque metadata stored with an append and handed back on replay, e.g. `(device, seq)`.
+/// The latest value per key survives WAL checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendReport {
+    /// Samples stored (durable).
+    pub accepted: usize,
+    /// Samples refused as older than the late-data limit.
+    pub too_old: usize,
+    /// Accepted samples that arrived out of order.
+    pub out_of_order: usize,
+}
+
+/// Counters and sizes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub series: u64,
+    pub head_samples: u64,
+    pub blocks: u64,
+    pub block_bytes: u64,
+    pub block_samples: u64,
+    pub wal_bytes: u64,
+    /// WAL records replayed at open.
+    pub wal_replayed_records: u64,
+    /// Damaged WAL records or segments found at open.
+    pub wal_corruptions: u64,
+    /// Bytes cut off the WAL's torn tail at open.
+    pub wal_truncated_bytes: u64,
+    /// Block files found damaged at open (set aside as `.corrupt`).
+    pub block_corruptions: u64,
+    pub samples_appended_total: u64,
+    pub samples_too_old_total: u64,
+    pub samples_out_of_order_total: u64,
+    pub appends_failed_total: u64,
+    pub wal_syncs_total: u64,
+    pub flushes_total: u64,
+    pub compactions_total: u64,
+    pub blocks_deleted_total: u64,
+    /// Rollup rows read by bucketed queries instead of raw samples.
+    pub rollup_rows_read_total: u64,
+    /// Approximate heap bytes of the head and the index.
+    pub head_heap_bytes: u64,
+    /// Of `head_heap_bytes`, the compressed samples themselves.
+    pub head_chunk_bytes: u64,
+    pub index_heap_bytes: u64,
+}
+
+/// Series whose definition is durable in the live WAL, as a bit per id.
+#[derive(Default)]
+struct Defined(Vec<u64>);
+
+impl Defined {
+    fn contains(&self, id: SeriesId) -> bool {
+        self.0
+            .get(id as usize / 64)
+            .is_some_and(|w| w & (1 << (id % 64)) != 0)
+    }
+
+    fn insert(&mut self, id: SeriesId) {
+        let i = id as usize / 64;
+        if self.0.len() <= i {
+            self.0.resize(i + 1, 0);
+        }
+        self.0[i] |= 1 << (id % 64);
+    }
+}
+
+impl Extend<SeriesId> for Defined {
+    fn extend<I: IntoIterator<Item = SeriesId>>(&mut self, ids: I) {
+        for id in ids {
+            self.insert(id);
+        }
+    }
+}
+
+struct State {
+    index: Index,
+    head: Head,
+    /// Ascending by `seq`.
+    blocks: Vec<Arc<Block>>,
+    next_seq: u64,
+    /// Series whose definition is durable in the current WAL (or a block).
+    defined: Defined,
+    metas: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+/// A series as a query sees it: id, labels and its head samples in the query range.
+struct QuerySeries {
+    id: SeriesId,
+    labels: Labels,
+    head: BTreeMap<i64, f64>,
+}
+
+/// Samples and metadata of one append, applied once durable.
+struct Pending {
+    defined: HashSet<SeriesId>,
+    samples: Vec<(SeriesId, i64, f64)>,
+    meta: Option<Meta>,
+}
+
+#[derive(Default)]
+struct Counters {
+    appended: AtomicU64,
+    too_old: AtomicU64,
+    ooo: AtomicU64,
+    failed: AtomicU64,
+    syncs: AtomicU64,
+    flushes: AtomicU64,
+    compactions: AtomicU64,
+    deleted: AtomicU64,
+    rollup_rows: AtomicU64,
+}
+
+/// The time-series database.
+pub struct Db {
+    backend: Arc<dyn Backend>,
+    options: Options,
+    maintenance: Mutex<()>,
+    wal: Mutex<Wal>,
+    state: Mutex<State>,
+    commit: GroupCommit<Pending>,
+    counters: Counters,
+    opened: Stats,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("backend", &self.backend)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The time span of samples to be written as one block.
+fn span(inputs: &[SeriesInput]) -> (i64, i64) {
+    let lo = inputs
+        .iter()
+        .filter_map(|s| s.samples.first())
+        .map(|s| s.0)
+        .min();
+    let hi = inputs
+        .iter()
+        .filter_map(|s| s.samples.last())
+        .map(|s| s.0)
+        .max();
+    (lo.unwrap_or(0), hi.unwrap_or(0))
+}
+
+/// Milliseconds since the Unix epoch from the system clock.
+pub fn system_clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Db {
+    /// Opens (or creates) a database in a directory on the real filesystem.
+    pub fn open_dir(dir: &Path, options: Options) -> Result<Db, DbError> {
+        let backend: Arc<dyn Backend> = Arc::new(FsBackend::new(dir)?);
+        Db::open(backend, options, &mut |_, _| {})
+    }
+
+    /// Opens (or creates) a database on `backend`: loads blocks, replays the WAL (calling
+    /// `on_meta` with every metadata record in order, latest values of older checkpoints
+    /// first), repairs a torn tail, and is ready for appends.
+    pub fn open(
+        backend: Arc<dyn Backend>,
+        options: Options,
+        on_meta: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<Db, DbError> {
+        let mut head = Head::new();
+        head.set_horizon((options.clock)().saturating_add(options.max_future_ms));
+        let mut state = State {
+            index: Index::new(),
+            head,
+            blocks: Vec::new(),
+            next_seq: 1,
+            defined: Defined::default(),
+            metas: BTreeMap::new(),
+        };
+        let mut opened = Stats::default();
+        for name in backend.list()? {
+            if name.ends_with(".tmp") {
+                backend.remove(&name)?;
+                continue;
+            }
+            if !block::is_block_name(&name) {
+                continue;
+            }
+            match Block::load(backend.clone(), &name) {
+                Ok((b, table)) => {
+                    for (id, labels) in &table {
+                        state.index.insert(*id, labels);
+                    }
+                    state.blocks.push(Arc::new(b));
+                }
+                Err(e) => {
+                    warn!(error = %e, "damaged block set aside");
+                    opened.block_corruptions += 1;
+                    backend.rename(&name, &format!("{name}.corrupt"))?;
+                }
+            }
+        }
+        state.blocks.sort_by_key(|b| b.seq);
+        // Last values: per series, only the block holding its newest timestamp (the highest
+        // seq among equals) is decoded.
+        let mut newest: HashMap<SeriesId, (i64, usize)> = HashMap::new();
+        for (i, b) in state.blocks.iter().enumerate() {
+            state.next_seq = state.next_seq.max(b.seq + 1);
+            for id in b.series_ids() {
+                if let Some((_, hi)) = b.series_span(id) {
+                    let e = newest.entry(id).or_insert((hi, i));
+                    if hi >= e.0 {
+                        *e = (hi, i);
+                    }
+                }
+            }
+        }
+        for (id, (_, i)) in newest {
+            if let Some((t, v)) = state.blocks.get(i).and_then(|b| b.last(id)) {
+                state.head.seed_last(id, t, v);
+            }
+        }
+        let mut unknown = 0u64;
+        let wal_options = WalOptions {
+            segment_bytes: options.wal_segment_bytes,
+        };
+        let (wal, replay) = Wal::open(backend.clone(), wal_options, |rec| match rec {
+            Record::Series { id, labels } => {
+                state.index.insert(id, &labels);
+                state.defined.insert(id);
+            }
+            Record::Samples(samples) => {
+                for (id, t, v) in samples {
+                    if state.index.contains(id) {
+                        state.head.append(id, t, v);
+                    } else {
+                        unknown += 1;
+                    }
+                }
+            }
+            Record::Meta { key, value } => {
+                on_meta(&key, &value);
+                state.metas.insert(key, value);
+            }
+        })?;
+        if unknown > 0 {
+            warn!(unknown, "WAL samples of undefined series skipped");
+        }
+        opened.wal_replayed_records = replay.records;
+        opened.wal_corruptions = replay.corruptions;
+        opened.wal_truncated_bytes = replay.truncated_bytes;
+        info!(
+            series = state.index.len(),
+            blocks = state.blocks.len(),
+            records = replay.records,
+            corruptions = replay.corruptions,
+            "tsdb opened"
+        );
+        Ok(Db {
+            backend,
+            commit: GroupCommit::new(options.flush_interval),
+            options,
+            maintenance: Mutex::new(()),
+            wal: Mutex::new(wal),
+            state: Mutex::new(state),
+            counters: Counters::default(),
+            opened,
+        })
+    }
+
+    /// Appends samples (and optional metadata) durably: returns only after the WAL holding
+    /// them was fsynced. On error nothing of the append is stored.
+    pub fn append(
+        &self,
+        samples: &[Sample<'_>],
+        meta: Option<&Meta>,
+    ) -> Result<AppendReport, DbError> {
+        let mut report = AppendReport::default();
+        let mut framed = Vec::new();
+        let mut pending = Pending {
+            defined: HashSet::new(),
+            samples: Vec::with_capacity(samples.len()),
+            meta: meta.cloned(),
+        };
+        {
+            let mut st = lock(&self.state);
+            let newest = st.head.newest();
+            let mut payload = Vec::new();
+            for s in samples {
+                if !ooo::accepts(s.ts_ms, newest, self.options.ooo_max_age_ms) {
+                    report.too_old += 1;
+                    continue;
+                }
+                let (id, _) = st.index.get_or_create(s.labels);
+                if !st.defined.contains(id) && !pending.defined.contains(&id) {
+                    payload.clear();
+                    record::encode_series(&mut payload, id, s.labels);
+                    frame(&mut framed, KIND_SERIES, &payload);
+                    pending.defined.insert(id);
+                }
+                pending.samples.push((id, s.ts_ms, s.value));
+            }
+            if !pending.samples.is_empty() {
+                payload.clear();
+                payload.reserve(pending.samples.len() * record::SAMPLE_BYTES);
+                for &(id, t, v) in &pending.samples {
+                    record::encode_sample(&mut payload, id, t, v);
+                }
+                frame(&mut framed, KIND_SAMPLES, &payload);
+            }
+            if let Some(m) = meta {
+                payload.clear();
+                record::encode_meta(&mut payload, &m.key, &m.value);
+                frame(&mut framed, KIND_META, &payload);
+            }
+        }
+        self.counters
+            .too_old
+            .fetch_add(report.too_old as u64, Ordering::Relaxed);
+        if framed.is_empty() {
+            return Ok(report);
+        }
+        let accepted = pending.samples.len();
+        let ooo = AtomicU64::new(0);
+        let sink = |bytes: &[u8], items: Vec<Pending>| -> Result<(), String> {
+            let mut wal = lock(&self.wal);
+            wal.write_group(bytes).map_err(|e| e.to_string())?;
+            self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+            let mut st = lock(&self.state);
+            let horizon = (self.options.clock)().saturating_add(self.options.max_future_ms);
+            st.head.set_horizon(horizon);
+            for p in items {
+                st.defined.extend(p.defined);
+                for (id, t, v) in p.samples {
+                    if st.head.append(id, t, v) == Placed::OutOfOrder {
+                        ooo.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if let Some(m) = p.meta {
+                    st.metas.insert(m.key, m.value);
+                }
+            }
+            Ok(())
+        };
+        match self.commit.submit(framed, pending, &sink) {
+            Ok(()) => {
+                report.accepted = accepted;
+                self.counters
+                    .appended
+                    .fetch_add(accepted as u64, Ordering::Relaxed);
+                let n = ooo.load(Ordering::Relaxed);
+                self.counters.ooo.fetch_add(n, Ordering::Relaxed);
+                report.out_of_order = usize::try_from(n).unwrap_or(usize::MAX);
+                Ok(report)
+            }
+            Err(e) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                Err(DbError::NotDurable(e))
+            }
+        }
+    }
+
+    /// Under the state lock, copies what a query needs from memory: the matching series, their
+    /// head samples in `[start, end]`, and the block list. Blocks are immutable, so they are
+    /// decoded afterwards without holding the lock (appends go on meanwhile).
+    fn snapshot(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> (Vec<QuerySeries>, Vec<Arc<Block>>) {
+        let st = lock(&self.state);
+        let series = st
+            .index
+            .select(matchers)
+            .into_iter()
+            .filter_map(|id| {
+                let labels = st.index.labels(id)?;
+                let mut head = BTreeMap::new();
+                st.head.range_into(id, start, end, &mut head);
+                Some(QuerySeries { id, labels, head })
+            })
+            .collect();
+        (series, st.blocks.clone())
+    }
+
+    /// Samples of every matching series with `start <= ts <= end`, merged across blocks and
+    /// head (later writes win on equal timestamps). Series without samples there are left out.
+    pub fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<SeriesPoints> {
+        let (series, blocks) = self.snapshot(matchers, start, end);
+        let mut out = Vec::new();
+        for q in series {
+            let mut m = BTreeMap::new();
+            for b in &blocks {
+                b.range_into(q.id, start, end, &mut m);
+            }
+            m.extend(q.head);
+            if !m.is_empty() {
+                out.push(SeriesPoints {
+                    labels: q.labels,
+                    points: m.into_iter().collect(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Per series, `agg` over buckets of `step` from `start` (bucket start, value). When `step`
+    /// and `start` are multiples of a rollup resolution, compacted blocks wholly inside the
+    /// range that nothing else overlaps are read from their rollups.
+    pub fn aggregate(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+        step: i64,
+        agg: Agg,
+    ) -> Result<Vec<SeriesPoints>, DbError> {
+        Buckets::new(start, end, step)?;
+        let mut resolutions = self.options.rollup_resolutions_ms.clone();
+        resolutions.sort_unstable();
+        // Usable resolutions, coarsest first; a block may lack some (see `rollup::worth_storing`).
+        let usable: Vec<i64> = resolutions
+            .iter()
+            .rev()
+            .copied()
+            .filter(|&r| r > 0 && step % r == 0 && start.rem_euclid(r) == 0)
+            .collect();
+        let (series, blocks) = self.snapshot(matchers, start, end);
+        let mut out = Vec::new();
+        for q in series {
+            let id = q.id;
+            let mut buckets = Buckets::new(start, end, step)?;
+            let mut raw = BTreeMap::new();
+            let mut any = false;
+            for b in &blocks {
+                let Some((lo, hi)) = b.series_span(id) else {
+                    continue;
+                };
+                // Rollups stand in for a block only where nothing else has samples.
+                let alone = || {
+                    !blocks.iter().any(|o| {
+                        o.seq != b.seq && o.series_span(id).is_some_and(|(l, h)| l <= hi && h >= lo)
+                    }) && q.head.range(lo..=hi).next().is_none()
+                };
+                let rows = if !usable.is_empty() && lo >= start && hi <= end && alone() {
+                    usable.iter().find_map(|&r| b.rollup(id, r))
+                } else {
+                    None
+                };
+                match rows {
+                    Some(rows) => {
+                        self.counters
+                            .rollup_rows
+                            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                        for row in &rows {
+                            buckets.add_row(row.t.max(lo), row);
+                            any = true;
+                        }
+                    }
+                    None => b.range_into(id, start, end, &mut raw),
+                }
+            }
+            raw.extend(q.head);
+            for (&t, &v) in &raw {
+                buckets.add(t, v);
+                any = true;
+            }
+            if any {
+                out.push(SeriesPoints {
+                    labels: q.labels,
+                    points: buckets.finish(agg),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest sample of every matching series, from memory.
+    pub fn last_values(&self, matchers: &[Matcher]) -> Vec<LastValue> {
+        let st = lock(&self.state);
+        st.index
+            .select(matchers)
+            .into_iter()
+            .filter_map(|id| {
+                let (ts_ms, value) = st.head.last(id)?;
+                Some(LastValue {
+                    labels: st.index.labels(id)?,
+                    ts_ms,
+                    value,
+                })
+            })
+            .collect()
+    }
+
+    /// Label sets of the matching series.
+    pub fn series(&self, matchers: &[Matcher]) -> Vec<Labels> {
+        let st = lock(&self.state);
+        st.index
+            .select(matchers)
+            .into_iter()
+            .filter_map(|id| st.index.labels(id))
+            .collect()
+    }
+
+    /// Label names used by the matching series (all with no matchers).
+    pub fn label_names(&self, matchers: &[Matcher]) -> Vec<String> {
+        lock(&self.state).index.label_names(matchers)
+    }
+
+    /// Values of a label among the matching series.
+    pub fn label_values(&self, name: &str, matchers: &[Matcher]) -> Vec<String> {
+        lock(&self.state).index.label_values(name, matchers)
+    }
+
+    /// Latest metadata value per key (what the WAL would replay after a checkpoint).
+    pub fn metas(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        lock(&self.state).metas.clone()
+    }
+
+    /// Writes the head into blocks (one per `block_window_ms` window), then starts a new WAL
+    /// segment (carrying series definitions and the latest metadata) and drops the old ones.
+    /// Returns the number of blocks written.
+    pub fn flush(&self) -> Result<usize, DbError> {
+        let _m = lock(&self.maintenance);
+        let mut wal = lock(&self.wal);
+        let mut st = lock(&self.state);
+        let snapshot = st.head.snapshot();
+        let mut windows: BTreeMap<i64, Vec<SeriesInput>> = BTreeMap::new();
+        for (id, samples) in snapshot {
+            let Some(labels) = st.index.labels(id) else {
+                continue;
+            };
+            let mut i = 0;
+            while i < samples.len() {
+                let w = floor(samples[i].0, self.options.block_window_ms);
+                let j = i + samples[i..]
+                    .iter()
+                    .take_while(|s| floor(s.0, self.options.block_window_ms) == w)
+                    .count();
+                windows.entry(w).or_default().push(SeriesInput {
+                    id,
+                    labels: labels.clone(),
+                    samples: samples[i..j].to_vec(),
+                });
+                i = j;
+            }
+        }
+        let mut written = Vec::new();
+        for inputs in windows.values() {
+            let seq = st.next_seq + written.len() as u64;
+            let bytes = encode_block(seq, 0, inputs, &[]);
+            let (lo, hi) = span(inputs);
+            let name = block::block_name(seq, lo, hi);
+            let result = write_atomic(&*self.backend, &name, &bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    Block::written(self.backend.clone(), &name, &bytes).map_err(|e| e.to_string())
+                });
+            match result {
+                Ok(b) => written.push(Arc::new(b)),
+                Err(e) => {
+                    let _ = self.backend.remove(&name);
+                    for b in &written {
+                        let _ = self.backend.remove(&b.name);
+                    }
+                    return Err(DbError::Flush(e));
+                }
+            }
+        }
+        let count = written.len();
+        st.next_seq += count as u64;
+        st.blocks.extend(written);
+        st.head.clear_samples();
+        let mut preamble = Vec::new();
+        let mut payload = Vec::new();
+        let ids: Vec<SeriesId> = st.index.all_ids().collect();
+        for &id in &ids {
+            if let Some(labels) = st.index.labels(id) {
+                payload.clear();
+                record::encode_series(&mut payload, id, &labels);
+                frame(&mut preamble, KIND_SERIES, &payload);
+            }
+        }
+        for (k, v) in &st.metas {
+            payload.clear();
+            record::encode_meta(&mut payload, k, v);
+            frame(&mut preamble, KIND_META, &payload);
+        }
+        drop(st);
+        let previous = wal.rotate(&preamble)?;
+        // Only now are all series defined in the live WAL (a failed append may have created
+        // ids whose definition never became durable).
+        lock(&self.state).defined.extend(ids);
+        wal.checkpoint(previous)?;
+        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        info!(blocks = count, "tsdb flushed head into blocks");
+        Ok(count)
+    }
+
+    /// Merges blocks per `compact_window_ms` window that ended before `now` into one block
+    /// with rollups. Returns the number of merges.
+    pub fn compact(&self, now: i64) -> Result<usize, DbError> {
+        let _m = lock(&self.maintenance);
+        let blocks = lock(&self.state).blocks.clone();
+        let groups = compact::plan(&blocks, self.options.compact_window_ms, now);
+        for group in &groups {
+            let labels: HashMap<SeriesId, Labels> = {
+                let st = lock(&self.state);
+                group
+                    .iter()
+                    .flat_map(|b| b.series_ids())
+                    .filter_map(|id| Some((id, st.index.labels(id)?)))
+                    .collect()
+            };
+            let inputs = compact::merge(group, &labels);
+            let seq = group.iter().map(|b| b.seq).max().unwrap_or(0);
+            let bytes = encode_block(seq, 1, &inputs, &self.options.rollup_resolutions_ms);
+            let (lo, hi) = span(&inputs);
+            let name = format!("block-{seq:016}-{lo}-{hi}-c{}.blk", group.len());
+            write_atomic(&*self.backend, &name, &bytes)?;
+            let b = Block::written(self.backend.clone(), &name, &bytes)
+                .map_err(|e| DbError::Flush(e.to_string()))?;
+            let merged: HashSet<&str> = group.iter().map(|g| g.name.as_str()).collect();
+            {
+                let mut st = lock(&self.state);
+                st.blocks.retain(|x| !merged.contains(x.name.as_str()));
+                st.blocks.push(Arc::new(b));
+                st.blocks.sort_by_key(|x| x.seq);
+            }
+            for old in group.iter().filter(|g| g.name != name) {
+                self.backend.remove(&old.name)?;
+            }
+            self.backend.sync_dir()?;
+            self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(groups.len())
+    }
+
+    /// Deletes blocks beyond the retention limits. Returns the number deleted.
+    pub fn apply_retention(&self, now: i64) -> Result<usize, DbError> {
+        let _m = lock(&self.maintenance);
+        let blocks = lock(&self.state).blocks.clone();
+        let doomed = retention::plan(&blocks, self.options.retention, now);
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let names: HashSet<&str> = doomed.iter().map(|b| b.name.as_str()).collect();
+        lock(&self.state)
+            .blocks
+            .retain(|b| !names.contains(b.name.as_str()));
+        for b in &doomed {
+            self.backend.remove(&b.name)?;
+        }
+        self.backend.sync_dir()?;
+        self.counters
+            .deleted
+            .fetch_add(doomed.len() as u64, Ordering::Relaxed);
+        Ok(doomed.len())
+    }
+
+    /// Periodic housekeeping: flush when the WAL is large, compact closed windows, apply
+    /// retention. `now` is the caller's clock (ms since the epoch).
+    pub fn maintain(&self, now: i64) -> Result<(), DbError> {
+        if lock(&self.wal).disk_bytes() > self.options.flush_wal_bytes {
+            self.flush()?;
+        }
+        self.compact(now)?;
+        self.apply_retention(now)?;
+        Ok(())
+    }
+
+    /// Counters and sizes.
+    pub fn stats(&self) -> Stats {
+        let wal_bytes = lock(&self.wal).disk_bytes();
+        let st = lock(&self.state);
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            series: st.index.len() as u64,
+            head_samples: st.head.samples(),
+            blocks: st.blocks.len() as u64,
+            block_bytes: st.blocks.iter().map(|b| b.bytes).sum(),
+            block_samples: st.blocks.iter().map(|b| b.samples()).sum(),
+            wal_bytes,
+            samples_appended_total: get(&c.appended),
+            samples_too_old_total: get(&c.too_old),
+            samples_out_of_order_total: get(&c.ooo),
+            appends_failed_total: get(&c.failed),
+            wal_syncs_total: get(&c.syncs),
+            flushes_total: get(&c.flushes),
+            compactions_total: get(&c.compactions),
+            blocks_deleted_total: get(&c.deleted),
+            rollup_rows_read_total: get(&c.rollup_rows),
+            head_heap_bytes: st.head.heap_bytes() as u64,
+            head_chunk_bytes: st.head.chunk_bytes() as u64,
+            index_heap_bytes: st.index.heap_bytes() as u64,
+            ..self.opened.clone()
+        }
+    }
+}
