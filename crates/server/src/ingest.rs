@@ -72,11 +72,8 @@ enum Request {
         record: Vec<u8>,
         reply: oneshot::Sender<Result<Accepted, IngestError>>,
     },
-    Corrupt {
-        received_ms: i64,
-        record: Vec<u8>,
-        device: String,
-    },
+    /// A rejected payload's event record; already counted in memory.
+    Corrupt { record: Vec<u8> },
 }
 
 impl Request {
@@ -153,13 +150,13 @@ impl Ingest {
             .unwrap_or(Err(IngestError::ShuttingDown))
     }
 
-    /// Counts a rejected payload against `device` (durably, with the next group).
+    /// Counts a rejected payload against `device`: at once in memory, so the count is visible
+    /// before the sender hears of the refusal, and durably with the next group.
     pub async fn record_corrupt(&self, device: &str) {
         let received_ms = self.state.now_ms();
+        apply_event(&self.state, EventKind::Corrupt, device, received_ms);
         let request = Request::Corrupt {
-            received_ms,
             record: encode_event_record(EventKind::Corrupt, device, received_ms),
-            device: device.to_owned(),
         };
         let _ = self.tx.send(request).await;
     }
@@ -361,11 +358,8 @@ fn commit_group(wal: &mut Wal, group: &mut Vec<Request>, state: &State) {
                             .inc();
                         let _ = reply.send(Ok(outcome));
                     }
-                    Request::Corrupt {
-                        received_ms,
-                        device,
-                        ..
-                    } => apply_event(state, EventKind::Corrupt, &device, received_ms),
+                    // Counted when it was submitted.
+                    Request::Corrupt { .. } => {}
                 }
             }
         }
@@ -378,12 +372,8 @@ fn commit_group(wal: &mut Wal, group: &mut Vec<Request>, state: &State) {
                     Request::Batch { reply, .. } => {
                         let _ = reply.send(Err(IngestError::Storage(message.clone())));
                     }
-                    // Counted all the same, though it could not be made durable.
-                    Request::Corrupt {
-                        received_ms,
-                        device,
-                        ..
-                    } => apply_event(state, EventKind::Corrupt, &device, received_ms),
+                    // Counted when it was submitted, though it could not be made durable.
+                    Request::Corrupt { .. } => {}
                 }
             }
         }
