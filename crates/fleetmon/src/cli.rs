@@ -67,6 +67,12 @@ pub struct ServerArgs {
     /// Largest batch payload accepted, in bytes.
     #[arg(long, env = "FLEETMON_MAX_PAYLOAD_BYTES", default_value_t = Limits::default().max_payload_bytes)]
     pub max_payload_bytes: usize,
+    /// Delete stored samples older than this (default: keep everything).
+    #[arg(long, env = "FLEETMON_RETENTION", value_parser = parse_duration)]
+    pub retention: Option<Duration>,
+    /// Delete the oldest stored samples while the store is larger than this many bytes.
+    #[arg(long, env = "FLEETMON_RETENTION_BYTES")]
+    pub retention_bytes: Option<u64>,
     /// Size at which a new WAL segment starts, in bytes.
     #[arg(long, env = "FLEETMON_WAL_SEGMENT_BYTES", default_value_t = WalOptions::default().segment_bytes)]
     pub wal_segment_bytes: u64,
@@ -102,6 +108,15 @@ impl ServerArgs {
             },
             wal: WalOptions {
                 segment_bytes: self.wal_segment_bytes,
+            },
+            tsdb: fleetmon_tsdb::Options {
+                retention: fleetmon_tsdb::Retention {
+                    max_age_ms: self
+                        .retention
+                        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                    max_bytes: self.retention_bytes,
+                },
+                ..fleetmon_tsdb::Options::default()
             },
         })
     }

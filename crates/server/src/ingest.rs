@@ -1,13 +1,19 @@
-//! The durable core of ingest: deduplicate by `(device, seq)`, write to the WAL with group
-//! commit, then make the batch visible (registry, store) and only then answer, so an
-//! acknowledgement always follows durability.
+//! The durable core of ingest: deduplicate by `(device, seq)`, store the samples, record the
+//! batches in the WAL, then make them visible and only then answer, so an acknowledgement
+//! always follows durability.
 //!
 //! One writer thread owns the WAL. Requests queue on a channel; the writer takes everything
-//! waiting (up to a bound), writes it, syncs once, and replies to all. While it syncs, the
-//! next group gathers — no timer needed. A resend of a batch already stored, or already in
+//! waiting (up to a bound) as one group: it appends all the group's samples to the sample
+//! store (one durable append), then writes one summary record per batch to the WAL (one
+//! sync), then replies to all. While it works, the next group gathers — no timer needed.
+//!
+//! The order matters. Samples first: a crash between the two steps leaves samples stored but
+//! the batch unrecorded, so the sender (never acknowledged) resends and the store keeps one
+//! copy per timestamp. The other order could record a batch whose samples were lost, and its
+//! resend would be discarded as a duplicate. A resend of a batch already stored, or already in
 //! the same group, is answered `Duplicate` after that same sync, never before the original is
-//! durable. Duplicates and rejected payloads are written as small event records, so a
-//! device's integrity counters survive restarts too.
+//! durable. Duplicates and rejected payloads are written as small event records, so a device's
+//! integrity counters survive restarts too.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -19,9 +25,9 @@ use fleetmon_protocol::pb::PbBatch;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::fleet::Transport;
+use crate::fleet::{BatchSummary, Transport};
 use crate::state::State;
-use crate::store::{Point, SeriesKey};
+use crate::store::{Point, Selector, SeriesKey};
 use crate::telemetry::BatchLabels;
 use crate::wal::{RecordKind, Replay, Wal, WalError, WalOptions};
 
@@ -107,6 +113,7 @@ impl Ingest {
                 tracing::error!(%reason, "WAL record does not decode; skipped");
             }
         })?;
+        restore_last_values(&state);
         state.telemetry.wal_disk_bytes.set(gauge(wal.disk_bytes()));
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP_BATCHES);
         let writer_state = Arc::clone(&state);
@@ -124,7 +131,7 @@ impl Ingest {
     pub async fn submit(&self, batch: Batch, transport: Transport) -> Pending {
         let (reply, pending) = oneshot::channel();
         let received_ms = self.state.now_ms();
-        let record = encode_batch_record(&batch, transport, received_ms);
+        let record = encode_summary_record(&BatchSummary::of(&batch), transport, received_ms);
         let request = Request::Batch {
             device: batch.device.clone(),
             seq: batch.seq,
@@ -166,17 +173,6 @@ fn gauge(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// WAL payload of a batch: `received_ms: i64 LE | transport: u8 | protobuf body`.
-fn encode_batch_record(batch: &Batch, transport: Transport, received_ms: i64) -> Vec<u8> {
-    let body = PbBatch::from(batch);
-    let mut out = Vec::with_capacity(9 + body.encoded_len());
-    out.extend_from_slice(&received_ms.to_le_bytes());
-    out.push(transport.to_byte());
-    body.encode(&mut out)
-        .unwrap_or_else(|_| unreachable!("a Vec grows as needed"));
-    out
-}
-
 /// WAL payload of an event: `received_ms: i64 LE | kind: u8 | device (UTF-8)`.
 fn encode_event_record(kind: EventKind, device: &str, received_ms: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(9 + device.len());
@@ -199,6 +195,8 @@ fn split_header(payload: &[u8]) -> Result<(i64, u8, &[u8]), String> {
 fn replay_record(state: &State, kind: RecordKind, payload: &[u8]) -> Result<(), String> {
     let (received_ms, tag, rest) = split_header(payload)?;
     match kind {
+        // A whole batch, as the first WAL format kept them: store its samples (idempotent)
+        // and record it.
         RecordKind::Batch => {
             let transport =
                 Transport::from_byte(tag).ok_or_else(|| format!("unknown transport {tag}"))?;
@@ -207,7 +205,21 @@ fn replay_record(state: &State, kind: RecordKind, payload: &[u8]) -> Result<(), 
             if state.registry().is_stored(&batch.device, batch.seq) {
                 apply_event(state, EventKind::Duplicate, &batch.device, received_ms);
             } else {
+                let samples = labelled_samples(state, &batch);
+                state.store.append(&samples).map_err(|e| e.to_string())?;
                 apply(state, &batch, transport, received_ms);
+            }
+        }
+        RecordKind::Summary => {
+            let transport =
+                Transport::from_byte(tag).ok_or_else(|| format!("unknown transport {tag}"))?;
+            let summary = decode_summary(rest)?;
+            let mut registry = state.registry_mut();
+            let d = registry.entry(&summary.device);
+            if d.integrity.is_stored(summary.seq) {
+                d.integrity.duplicate_batch();
+            } else {
+                d.record_summary(&summary, transport, received_ms, state.missing_grace_ms);
             }
         }
         RecordKind::Event => {
@@ -233,31 +245,107 @@ fn apply_event(state: &State, kind: EventKind, device: &str, received_ms: i64) {
     }
 }
 
-/// Makes a durable batch visible: registry and store.
+/// Makes a batch whose samples are stored and whose summary is durable visible.
 fn apply(state: &State, batch: &Batch, transport: Transport, received_ms: i64) {
-    let tags = {
-        let mut registry = state.registry_mut();
-        let device = registry.entry(&batch.device);
-        device.record_batch(batch, transport, received_ms, state.missing_grace_ms);
-        device.tags.clone()
-    };
-    for s in &batch.samples {
-        let mut labels: BTreeMap<String, String> = s.labels.clone();
-        for (k, v) in &tags {
-            labels.entry(k.clone()).or_insert_with(|| v.clone());
+    state.registry_mut().entry(&batch.device).record_batch(
+        batch,
+        transport,
+        received_ms,
+        state.missing_grace_ms,
+    );
+}
+
+/// A batch's samples as series of the store: the sample's labels, the device's tags (a label
+/// the sample sets wins), and `device`.
+fn labelled_samples(state: &State, batch: &Batch) -> Vec<(SeriesKey, Point)> {
+    let registry = state.registry();
+    let tags = registry.get(&batch.device).map(|d| &d.tags);
+    batch
+        .samples
+        .iter()
+        .map(|s| {
+            let mut labels: BTreeMap<String, String> = s.labels.clone();
+            for (k, v) in tags.into_iter().flatten() {
+                labels.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            labels.insert("device".to_owned(), batch.device.clone());
+            (
+                SeriesKey {
+                    metric: s.metric.clone(),
+                    labels,
+                },
+                Point {
+                    ts_ms: s.ts_ms,
+                    value: s.value,
+                },
+            )
+        })
+        .collect()
+}
+
+/// After a restart: every device's last values, from the store (the WAL keeps summaries only).
+fn restore_last_values(state: &State) {
+    let last = state.store.last_values(&Selector::default());
+    let mut registry = state.registry_mut();
+    for (mut key, point) in last {
+        let Some(device) = key.labels.remove("device") else {
+            continue;
+        };
+        let d = registry.entry(&device);
+        for tag in d.tags.keys() {
+            key.labels.remove(tag);
         }
-        labels.insert("device".to_owned(), batch.device.clone());
-        state.store.append(
-            SeriesKey {
-                metric: s.metric.clone(),
-                labels,
-            },
-            Point {
-                ts_ms: s.ts_ms,
-                value: s.value,
-            },
-        );
+        d.record_values([(&key.metric, &key.labels, point.ts_ms, point.value)]);
     }
+}
+
+/// WAL payload of a batch summary: `received_ms: i64 LE | transport: u8 | seq: u64 |
+/// sent_at_ms: i64 | dropped_before: u64 | samples: u64 | newest_ts_ms: i64 (i64::MIN =
+/// none) | boot_id length: u8 | boot_id | device`, integers little-endian.
+fn encode_summary_record(s: &BatchSummary, transport: Transport, received_ms: i64) -> Vec<u8> {
+    let boot = &s.boot_id.as_bytes()[..s.boot_id.len().min(255)];
+    let mut out = Vec::with_capacity(50 + boot.len() + s.device.len());
+    out.extend_from_slice(&received_ms.to_le_bytes());
+    out.push(transport.to_byte());
+    out.extend_from_slice(&s.seq.to_le_bytes());
+    out.extend_from_slice(&s.sent_at_ms.to_le_bytes());
+    out.extend_from_slice(&s.dropped_before.to_le_bytes());
+    out.extend_from_slice(&s.samples.to_le_bytes());
+    out.extend_from_slice(&s.newest_ts_ms.unwrap_or(i64::MIN).to_le_bytes());
+    out.push(u8::try_from(boot.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(boot);
+    out.extend_from_slice(s.device.as_bytes());
+    out
+}
+
+/// Decodes what follows the 9-byte header of a summary record.
+fn decode_summary(rest: &[u8]) -> Result<BatchSummary, String> {
+    let word = |i: usize| -> Result<[u8; 8], String> {
+        rest.get(i * 8..i * 8 + 8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| "summary record too short".to_owned())
+    };
+    let seq = u64::from_le_bytes(word(0)?);
+    let sent_at_ms = i64::from_le_bytes(word(1)?);
+    let dropped_before = u64::from_le_bytes(word(2)?);
+    let samples = u64::from_le_bytes(word(3)?);
+    let newest = i64::from_le_bytes(word(4)?);
+    let boot_len = usize::from(*rest.get(40).ok_or("summary record too short")?);
+    let boot = rest
+        .get(41..41 + boot_len)
+        .ok_or("summary record too short")?;
+    let device = rest
+        .get(41 + boot_len..)
+        .ok_or("summary record too short")?;
+    Ok(BatchSummary {
+        device: String::from_utf8(device.to_vec()).map_err(|e| e.to_string())?,
+        boot_id: String::from_utf8(boot.to_vec()).map_err(|e| e.to_string())?,
+        seq,
+        sent_at_ms,
+        dropped_before,
+        samples,
+        newest_ts_ms: (newest != i64::MIN).then_some(newest),
+    })
 }
 
 fn writer_loop(mut wal: Wal, mut rx: mpsc::Receiver<Request>, state: &State) {
@@ -294,6 +382,37 @@ fn commit_group(wal: &mut Wal, group: &mut Vec<Request>, state: &State) {
             })
             .collect()
     };
+    let t = &state.telemetry;
+
+    // 1. The samples of every new batch, in one durable append.
+    let samples: Vec<(SeriesKey, Point)> = group
+        .iter()
+        .zip(&duplicate)
+        .filter_map(|(r, dup)| match r {
+            Request::Batch { batch, .. } if !dup => Some(labelled_samples(state, batch)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    if !samples.is_empty() {
+        match state.store.append(&samples) {
+            Ok(appended) => {
+                if appended.too_old > 0 {
+                    t.samples_too_old.inc_by(appended.too_old as u64);
+                    tracing::warn!(
+                        samples = appended.too_old,
+                        "samples older than the late-data limit were not stored"
+                    );
+                }
+            }
+            Err(e) => {
+                fail_group(group, state, &e.to_string());
+                return;
+            }
+        }
+    }
+
+    // 2. One record per batch (and event) in the WAL, one sync.
     let dup_records: Vec<Vec<u8>> = group
         .iter()
         .zip(&duplicate)
@@ -315,67 +434,65 @@ fn commit_group(wal: &mut Wal, group: &mut Vec<Request>, state: &State) {
         .zip(&duplicate)
         .filter(|(_, dup)| !**dup)
         .map(|(r, _)| match r {
-            Request::Batch { record, .. } => (RecordKind::Batch, record.as_slice()),
-            Request::Corrupt { record, .. } => (RecordKind::Event, record.as_slice()),
+            Request::Batch { record, .. } => (RecordKind::Summary, record.as_slice()),
+            Request::Corrupt { record } => (RecordKind::Event, record.as_slice()),
         })
         .chain(
             dup_records
                 .iter()
                 .map(|r| (RecordKind::Event, r.as_slice())),
         );
-    let t = &state.telemetry;
-    match wal.append_group(records) {
-        Ok(()) => {
-            t.wal_syncs.inc();
-            t.wal_disk_bytes.set(gauge(wal.disk_bytes()));
-            let stored = duplicate.iter().filter(|d| !**d).count();
-            t.wal_group_batches.observe(stored as f64);
-            for (r, dup) in group.drain(..).zip(duplicate) {
-                match r {
-                    Request::Batch {
-                        device,
-                        batch,
-                        transport,
-                        received_ms,
-                        record,
-                        reply,
-                        ..
-                    } => {
-                        let outcome = if dup {
-                            apply_event(state, EventKind::Duplicate, &device, received_ms);
-                            Accepted::Duplicate
-                        } else {
-                            t.wal_bytes.inc_by(record.len() as u64);
-                            t.samples.inc_by(batch.samples.len() as u64);
-                            apply(state, &batch, transport, received_ms);
-                            Accepted::Stored
-                        };
-                        t.batches
-                            .get_or_create(&BatchLabels {
-                                transport: transport.as_str(),
-                                outcome: outcome.as_str(),
-                            })
-                            .inc();
-                        let _ = reply.send(Ok(outcome));
-                    }
-                    // Counted when it was submitted.
-                    Request::Corrupt { .. } => {}
-                }
-            }
-        }
-        Err(e) => {
-            t.wal_errors.inc();
-            tracing::error!(error = %e, requests = group.len(), "WAL append failed; group not acknowledged");
-            let message = e.to_string();
-            for r in group.drain(..) {
-                match r {
-                    Request::Batch { reply, .. } => {
-                        let _ = reply.send(Err(IngestError::Storage(message.clone())));
-                    }
-                    // Counted when it was submitted, though it could not be made durable.
-                    Request::Corrupt { .. } => {}
-                }
-            }
+    if let Err(e) = wal.append_group(records) {
+        // The samples may be stored already; a resend stores them once more, harmlessly.
+        fail_group(group, state, &e.to_string());
+        return;
+    }
+    t.wal_syncs.inc();
+    t.wal_disk_bytes.set(gauge(wal.disk_bytes()));
+    let stored = duplicate.iter().filter(|d| !**d).count();
+    t.wal_group_batches.observe(stored as f64);
+
+    // 3. Visible, then answered.
+    for (r, dup) in group.drain(..).zip(duplicate) {
+        let Request::Batch {
+            device,
+            batch,
+            transport,
+            received_ms,
+            record,
+            reply,
+            ..
+        } = r
+        else {
+            // Corrupt events were counted when submitted.
+            continue;
+        };
+        let outcome = if dup {
+            apply_event(state, EventKind::Duplicate, &device, received_ms);
+            Accepted::Duplicate
+        } else {
+            t.wal_bytes.inc_by(record.len() as u64);
+            t.samples.inc_by(batch.samples.len() as u64);
+            apply(state, &batch, transport, received_ms);
+            Accepted::Stored
+        };
+        t.batches
+            .get_or_create(&BatchLabels {
+                transport: transport.as_str(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+        let _ = reply.send(Ok(outcome));
+    }
+}
+
+/// Answers every batch of a failed group with the error: none is acknowledged.
+fn fail_group(group: &mut Vec<Request>, state: &State, message: &str) {
+    state.telemetry.wal_errors.inc();
+    tracing::error!(error = %message, requests = group.len(), "storage failed; group not acknowledged");
+    for r in group.drain(..) {
+        if let Request::Batch { reply, .. } = r {
+            let _ = reply.send(Err(IngestError::Storage(message.to_owned())));
         }
     }
 }
@@ -386,11 +503,12 @@ mod tests {
 
     use super::*;
     use crate::clock::SystemClock;
-    use crate::store::{MemoryStore, Selector};
+    use crate::store::{Selector, TsdbStore};
 
-    fn state() -> Arc<State> {
+    fn state(dir: &Path) -> Arc<State> {
+        let store = TsdbStore::open(&dir.join("tsdb"), fleetmon_tsdb::Options::default()).unwrap();
         Arc::new(State::new(
-            Arc::new(MemoryStore::new()),
+            Arc::new(store),
             Arc::new(SystemClock),
             Limits::default(),
             60_000,
@@ -411,9 +529,9 @@ mod tests {
     #[tokio::test]
     async fn duplicates_are_stored_once_and_counts_survive_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let st = state();
+        let st = state(dir.path());
         let (ingest, _, handle) =
-            Ingest::start(dir.path(), WalOptions::default(), st.clone()).unwrap();
+            Ingest::start(&dir.path().join("wal"), WalOptions::default(), st.clone()).unwrap();
         // Original and resend in flight together, then a later resend.
         let a = ingest.submit(batch("d", 1), Transport::Mqtt).await;
         let b = ingest.submit(batch("d", 1), Transport::Mqtt).await;
@@ -433,9 +551,10 @@ mod tests {
         handle.join().unwrap();
         let before = st.registry().get("d").unwrap().integrity.counts(0, 0);
 
-        let st2 = state();
+        drop(st);
+        let st2 = state(dir.path());
         let (ingest, replay, _) =
-            Ingest::start(dir.path(), WalOptions::default(), st2.clone()).unwrap();
+            Ingest::start(&dir.path().join("wal"), WalOptions::default(), st2.clone()).unwrap();
         assert_eq!(replay.records, 5, "2 batches, 2 duplicates, 1 corrupt");
         let got = st2.store.select(&Selector::default(), 0, i64::MAX);
         assert_eq!(got[0].points.len(), 2);

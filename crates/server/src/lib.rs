@@ -10,7 +10,7 @@
 //! - [`http`]: REST API, ingest, `/metrics`, `/healthz`, the page at `/`.
 //! - [`ingest`]: dedupe by `(device, seq)`, WAL group commit, then visibility, then the ack.
 //! - [`wal`]: the write-ahead log's segments and records.
-//! - [`store`]: the sample store trait and the skeleton's in-memory store.
+//! - [`store`]: the sample store trait over the time-series engine (`fleetmon-tsdb`).
 //! - [`fleet`]: the device registry and online/offline.
 //! - [`telemetry`]: the server's own metrics.
 //! - [`state`], [`clock`]: what tasks share; injected time.
@@ -44,7 +44,7 @@ use crate::clock::Clock;
 use crate::ingest::Ingest;
 use crate::listener::Listener;
 use crate::state::State;
-use crate::store::MemoryStore;
+use crate::store::{StoreError, TsdbStore};
 use crate::wal::{WalError, WalOptions};
 
 /// Everything the server needs to start. Validated by whoever builds it (the CLI).
@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub missing_grace: Duration,
     pub limits: Limits,
     pub wal: WalOptions,
+    /// The time-series engine's settings (retention, late-data limit, block windows...).
+    pub tsdb: fleetmon_tsdb::Options,
 }
 
 impl ServerConfig {
@@ -72,6 +74,7 @@ impl ServerConfig {
             missing_grace: Duration::from_secs(120),
             limits: Limits::default(),
             wal: WalOptions::default(),
+            tsdb: fleetmon_tsdb::Options::default(),
         }
     }
 }
@@ -95,6 +98,8 @@ pub enum ServerError {
     Wal(#[from] WalError),
     #[error(transparent)]
     Tags(#[from] fleet::tags::TagError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A running server.
@@ -148,8 +153,9 @@ impl Server {
         let http_addr = bound(http.local_addr(), "HTTP", config.http_listen)?;
 
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let store = TsdbStore::open(&config.data_dir.join("tsdb"), config.tsdb.clone())?;
         let mut state = State::new(
-            Arc::new(MemoryStore::new()),
+            Arc::new(store),
             clock,
             config.limits.clone(),
             ms(config.offline_after),
@@ -193,6 +199,7 @@ impl Server {
             }
         });
         tasks.spawn(sweep_availability(Arc::clone(&state), shutdown.subscribe()));
+        tasks.spawn(maintain_store(Arc::clone(&state), shutdown.subscribe()));
         tracing::info!(%http_addr, %mqtt_addr, data_dir = %config.data_dir.display(), "fleetmon server listening");
         Ok(Server {
             http_addr,
@@ -248,6 +255,30 @@ async fn sweep_availability(state: Arc<State>, mut shutdown: watch::Receiver<boo
             _ = tick.tick() => {
                 let now = state.now_ms();
                 state.registry_mut().sweep(now, state.offline_after_ms);
+            }
+        }
+    }
+}
+
+/// Once a minute, the store's housekeeping (flush, compaction, retention), off the runtime.
+async fn maintain_store(state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {
+                let st = Arc::clone(&state);
+                let done = tokio::task::spawn_blocking(move || {
+                    let now = st.now_ms();
+                    st.store.maintain(now)
+                })
+                .await;
+                match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "store housekeeping failed"),
+                    Err(e) => tracing::error!(error = %e, "store housekeeping panicked"),
+                }
             }
         }
     }

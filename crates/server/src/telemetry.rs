@@ -30,6 +30,7 @@ pub struct Telemetry {
     registry: Registry,
     pub batches: Family<BatchLabels, Counter>,
     pub samples: Counter,
+    pub samples_too_old: Counter,
     pub rejected: Family<RejectLabels, Counter>,
     pub wal_syncs: Counter,
     pub wal_bytes: Counter,
@@ -41,6 +42,7 @@ pub struct Telemetry {
     pub devices: Family<StatusLabels, Gauge>,
     pub store_series: Gauge,
     pub store_samples: Gauge,
+    pub store_disk_bytes: Gauge,
     pub wal_disk_bytes: Gauge,
 }
 
@@ -56,6 +58,7 @@ impl Telemetry {
         let t = Telemetry {
             batches: Family::default(),
             samples: Counter::default(),
+            samples_too_old: Counter::default(),
             rejected: Family::default(),
             wal_syncs: Counter::default(),
             wal_bytes: Counter::default(),
@@ -69,6 +72,7 @@ impl Telemetry {
             devices: Family::default(),
             store_series: Gauge::default(),
             store_samples: Gauge::default(),
+            store_disk_bytes: Gauge::default(),
             wal_disk_bytes: Gauge::default(),
             registry: Registry::default(),
         };
@@ -79,6 +83,11 @@ impl Telemetry {
             t.batches.clone(),
         );
         r.register("ingest_samples", "Samples stored", t.samples.clone());
+        r.register(
+            "ingest_samples_too_old",
+            "Samples not stored: older than the late-data limit",
+            t.samples_too_old.clone(),
+        );
         r.register(
             "ingest_rejected",
             "Payloads rejected and never acknowledged, by transport and reason",
@@ -134,6 +143,11 @@ impl Telemetry {
             "store_samples",
             "Samples in the sample store",
             t.store_samples.clone(),
+        );
+        r.register(
+            "store_disk_bytes",
+            "Bytes of the sample store on disk (blocks and its WAL)",
+            t.store_disk_bytes.clone(),
         );
         Telemetry { registry, ..t }
     }

@@ -35,6 +35,8 @@ pub enum RecordKind {
     /// An integrity event that stored nothing (a duplicate, a rejected batch), kept so the
     /// device's counters survive restarts.
     Event = 2,
+    /// What the registry keeps of a stored batch (its samples are in the sample store).
+    Summary = 3,
 }
 
 impl RecordKind {
@@ -42,6 +44,7 @@ impl RecordKind {
         match b {
             1 => Some(RecordKind::Batch),
             2 => Some(RecordKind::Event),
+            3 => Some(RecordKind::Summary),
             _ => None,
         }
     }

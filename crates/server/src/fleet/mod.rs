@@ -59,6 +59,32 @@ impl Transport {
     }
 }
 
+/// What the registry needs of a stored batch (its samples live in the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchSummary {
+    pub device: String,
+    pub boot_id: String,
+    pub seq: u64,
+    pub sent_at_ms: i64,
+    pub dropped_before: u64,
+    pub samples: u64,
+    pub newest_ts_ms: Option<i64>,
+}
+
+impl BatchSummary {
+    pub fn of(batch: &Batch) -> Self {
+        Self {
+            device: batch.device.clone(),
+            boot_id: batch.boot_id.clone(),
+            seq: batch.seq,
+            sent_at_ms: batch.sent_at_ms,
+            dropped_before: batch.dropped_before,
+            samples: batch.samples.len() as u64,
+            newest_ts_ms: batch.samples.iter().map(|s| s.ts_ms).max(),
+        }
+    }
+}
+
 /// The last value of one series of a device.
 #[derive(Debug, Clone, Serialize)]
 pub struct LastValue {
@@ -101,7 +127,7 @@ impl Device {
         }
     }
 
-    /// Records a stored batch.
+    /// Records a stored batch: its summary and its samples' last values.
     pub fn record_batch(
         &mut self,
         batch: &Batch,
@@ -109,21 +135,45 @@ impl Device {
         received_ms: i64,
         grace_ms: i64,
     ) {
+        self.record_summary(&BatchSummary::of(batch), transport, received_ms, grace_ms);
+        self.record_values(
+            batch
+                .samples
+                .iter()
+                .map(|s| (&s.metric, &s.labels, s.ts_ms, s.value)),
+        );
+    }
+
+    /// Records a stored batch from its summary (what the WAL keeps of it).
+    pub fn record_summary(
+        &mut self,
+        b: &BatchSummary,
+        transport: Transport,
+        received_ms: i64,
+        grace_ms: i64,
+    ) {
         self.seen(received_ms);
-        self.boot_id.clone_from(&batch.boot_id);
+        self.boot_id.clone_from(&b.boot_id);
         self.last_transport = Some(transport);
-        self.samples_received += batch.samples.len() as u64;
+        self.samples_received += b.samples;
         self.integrity
-            .stored_batch(batch.seq, batch.dropped_before, received_ms, grace_ms);
-        let newest = batch.samples.iter().map(|s| s.ts_ms).max();
-        self.timing.observe(received_ms, batch.sent_at_ms, newest);
-        for s in &batch.samples {
+            .stored_batch(b.seq, b.dropped_before, received_ms, grace_ms);
+        self.timing
+            .observe(received_ms, b.sent_at_ms, b.newest_ts_ms);
+    }
+
+    /// Keeps the newest value of each series: (metric, labels without `device`, ts, value).
+    pub fn record_values<'a>(
+        &mut self,
+        values: impl IntoIterator<Item = (&'a String, &'a BTreeMap<String, String>, i64, f64)>,
+    ) {
+        for (metric, labels, ts_ms, value) in values {
             let entry = self
                 .last_values
-                .entry((s.metric.clone(), s.labels.clone()))
-                .or_insert((s.ts_ms, s.value));
-            if s.ts_ms >= entry.0 {
-                *entry = (s.ts_ms, s.value);
+                .entry((metric.clone(), labels.clone()))
+                .or_insert((ts_ms, value));
+            if ts_ms >= entry.0 {
+                *entry = (ts_ms, value);
             }
         }
     }

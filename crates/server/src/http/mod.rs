@@ -78,6 +78,7 @@ async fn metrics(AxumState(app): AxumState<AppState>) -> impl IntoResponse {
     let stats = st.store.stats();
     t.store_series.set(to_i64(stats.series));
     t.store_samples.set(to_i64(stats.samples));
+    t.store_disk_bytes.set(to_i64(stats.disk_bytes));
     (
         [(
             header::CONTENT_TYPE,

@@ -1,14 +1,14 @@
-//! Where samples live once accepted. The ingest pipeline appends to a [`SampleStore`] after the
-//! batch is durable in the WAL; the API reads from it. The skeleton's store is
-//! [`MemoryStore`], rebuilt from the WAL on start; the time-series engine replaces it behind
-//! this same trait.
+//! Where samples live. The ingest pipeline appends each group of batches to a [`SampleStore`]
+//! durably *before* it records the batches as stored, so a batch the server acknowledged always
+//! has its samples on disk; the API reads from the store. The store is the time-series engine
+//! ([`TsdbStore`] over `fleetmon-tsdb`); the trait keeps the server independent of it.
 
-mod memory;
+mod tsdb;
 
 use std::collections::BTreeMap;
 
-pub use memory::MemoryStore;
 use serde::Serialize;
+pub use tsdb::TsdbStore;
 
 /// A series' identity: metric name and labels, the `device` label included.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -31,16 +31,6 @@ pub struct Selector {
     pub labels: BTreeMap<String, String>,
 }
 
-impl Selector {
-    pub fn matches(&self, key: &SeriesKey) -> bool {
-        self.metric.as_ref().is_none_or(|m| *m == key.metric)
-            && self
-                .labels
-                .iter()
-                .all(|(k, v)| key.labels.get(k).is_some_and(|x| x == v))
-    }
-}
-
 /// A series and its points in a time range, ascending by time.
 #[derive(Debug, Clone, Serialize)]
 pub struct SeriesData {
@@ -49,18 +39,40 @@ pub struct SeriesData {
     pub points: Vec<Point>,
 }
 
+/// What an append did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Appended {
+    pub stored: usize,
+    /// Refused as older than the late-data limit (7 days by default).
+    pub too_old: usize,
+}
+
 /// Counts for self-metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
     pub series: u64,
     pub samples: u64,
+    pub disk_bytes: u64,
 }
 
-/// A sample store. Appends arrive already durable (the WAL holds them); the store only has to
-/// make them queryable. A point at an existing timestamp of a series replaces it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sample store: {0}")]
+    Engine(#[from] fleetmon_tsdb::DbError),
+    #[error("series {0:?} is invalid: {1}")]
+    Series(String, fleetmon_tsdb::SeriesError),
+}
+
+/// A durable sample store. A point at an existing timestamp of a series replaces it, so
+/// appending the same batch twice stores it once.
 pub trait SampleStore: Send + Sync {
-    fn append(&self, key: SeriesKey, point: Point);
+    /// Stores `samples` durably: returns only once they are on disk. On error none is stored.
+    fn append(&self, samples: &[(SeriesKey, Point)]) -> Result<Appended, StoreError>;
     /// Points of every matching series with `start_ms <= ts_ms <= end_ms`.
     fn select(&self, selector: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData>;
+    /// The newest point of every matching series.
+    fn last_values(&self, selector: &Selector) -> Vec<(SeriesKey, Point)>;
     fn stats(&self) -> StoreStats;
+    /// Housekeeping: flush, compact, apply retention. Called now and then.
+    fn maintain(&self, now_ms: i64) -> Result<(), StoreError>;
 }
