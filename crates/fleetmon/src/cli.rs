@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use fleetmon_protocol::{Format, Limits};
 use fleetmon_server::ServerConfig;
 use fleetmon_server::wal::WalOptions;
-use fleetmon_sim::SimOptions;
+use fleetmon_sim::{Faults, SimOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -163,6 +163,46 @@ pub struct SimArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Fault: probability that a batch is lost after getting its seq (never sent, not reported
+    /// as dropped; a device's first and last seq are never lost).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+    pub loss: f64,
+    /// Fault: probability that an acknowledged batch is published once more (same seq).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+    pub duplicate: f64,
+    /// Fault: probability that a batch is first sent corrupted (one byte of the protobuf body
+    /// flipped, so its CRC-32C fails), then correctly after the server closed the connection.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+    pub corrupt: f64,
+    /// Fault: each device goes offline once for this long (connection dropped without
+    /// DISCONNECT, so the Last Will fires; it keeps producing and resends the backlog after).
+    #[arg(long, value_parser = parse_duration)]
+    pub outage: Option<Duration>,
+    /// Devices are split into N outage groups by index % N; group g's window starts at
+    /// --outage-at + g × --outage / N.
+    #[arg(long, default_value_t = 1)]
+    pub outage_groups: usize,
+    /// When the first outage group goes offline, from the start of the run (default: two
+    /// intervals).
+    #[arg(long, value_parser = parse_duration)]
+    pub outage_at: Option<Duration>,
+    /// Fault: devices with index % 4 == 0 run this far ahead, index % 4 == 1 this far behind
+    /// (shifts sent_at_ms and the samples' timestamps).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub clock_skew: Duration,
+    /// Write the ground truth (per device: produced, sent, acked, lost, duplicated, corrupted,
+    /// outages, clock skew) as JSON to FILE at the end.
+    #[arg(long, value_name = "FILE")]
+    pub truth: Option<PathBuf>,
+}
+
+fn parse_probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!(
+            "{s:?} is not a probability; expected 0 to 1, e.g. 0.05"
+        )),
+    }
 }
 
 impl SimArgs {
@@ -194,6 +234,16 @@ impl SimArgs {
             },
             progress: !self.quiet,
             drain_timeout: self.drain_timeout,
+            faults: Faults {
+                loss: self.loss,
+                duplicate: self.duplicate,
+                corrupt: self.corrupt,
+                outage: self.outage,
+                outage_groups: self.outage_groups,
+                outage_at: self.outage_at,
+                clock_skew: self.clock_skew,
+            },
+            truth: self.truth,
         })
     }
 }
@@ -222,4 +272,57 @@ pub struct DemoArgs {
     /// MQTT address; if taken, a free port is used instead.
     #[arg(long, default_value = "127.0.0.1:1883", value_parser = parse_addr)]
     pub mqtt_listen: SocketAddr,
+}
+
+#[cfg(test)]
+mod sim_args_tests {
+    use super::*;
+
+    fn sim(args: &[&str]) -> Result<SimOptions, String> {
+        let cli = Cli::try_parse_from(["fleetmon", "sim"].iter().chain(args))
+            .map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Sim(a) => a.into_options().map_err(|e| e.to_string()),
+            _ => Err("not sim".to_owned()),
+        }
+    }
+
+    #[test]
+    fn fault_flags_become_fault_options() {
+        let o = sim(&[
+            "--loss",
+            "0.05",
+            "--duplicate",
+            "0.02",
+            "--corrupt",
+            "0.01",
+            "--outage",
+            "60s",
+            "--outage-groups",
+            "4",
+            "--outage-at",
+            "30s",
+            "--clock-skew",
+            "90s",
+            "--truth",
+            "t.json",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.faults,
+            Faults {
+                loss: 0.05,
+                duplicate: 0.02,
+                corrupt: 0.01,
+                outage: Some(Duration::from_secs(60)),
+                outage_groups: 4,
+                outage_at: Some(Duration::from_secs(30)),
+                clock_skew: Duration::from_secs(90),
+            }
+        );
+        assert_eq!(o.truth, Some(PathBuf::from("t.json")));
+        assert!(sim(&[]).unwrap().faults.is_none());
+        let err = sim(&["--loss", "1.5"]).unwrap_err();
+        assert!(err.contains("not a probability"), "{err}");
+    }
 }

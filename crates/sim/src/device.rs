@@ -17,6 +17,18 @@
 //!
 //! The event loop is polled in a `select!` with the timers. The outbox assigns packet ids and
 //! feeds `EventLoop::pending` directly; see [`crate::outbox`] for why.
+//!
+//! # Injected faults
+//! The device follows its [`FaultPlan`] (see [`crate::faults`]): a batch chosen to be lost is
+//! held back and dropped once the next one is produced (so the last seq is always sent); a
+//! batch chosen to be corrupted is queued after a corrupted copy of itself; an acknowledged
+//! batch chosen to be duplicated is queued once more. At the start of its outage window the
+//! device stops handing batches and waits until it is connected, has been acknowledged a
+//! message on this connection (so the server knows whom the connection speaks for) and has
+//! nothing in flight (so the server's duplicate count stays exact); then it drops the
+//! connection without DISCONNECT and polls nothing for the outage's length (so a busy server
+//! delays the window, it never shortens it). Ticks keep producing into the outbox meanwhile.
+//! An outage that has not begun when the run stops producing is cancelled.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,6 +43,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 use tracing::{debug, warn};
 
+use crate::faults::{FaultPlan, LossGate};
 use crate::generator::Generator;
 use crate::identity::Identity;
 use crate::options::Endpoint;
@@ -38,6 +51,7 @@ use crate::outbox::{Kind, Outbox};
 use crate::signal::mix;
 use crate::stats::FleetStats;
 use crate::summary::DeviceSummary;
+use crate::truth::Outage;
 
 /// Messages handed to the event loop at once (and so the largest packet id).
 const WINDOW: u16 = 32;
@@ -63,6 +77,9 @@ pub(crate) struct DeviceConfig {
     pub format: Format,
     pub drain_timeout: Duration,
     pub max_unacked: usize,
+    pub faults: FaultPlan,
+    /// The start of the run, which outage windows are relative to.
+    pub run_started: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +89,27 @@ enum Phase {
     Closing { until: Instant },
 }
 
+/// Where the device is in its injected outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutageState {
+    /// None planned, finished, or cancelled because the run ended first.
+    None,
+    Pending {
+        start: Instant,
+        length: Duration,
+    },
+    /// The window began: waiting for a connection that has spoken and has nothing in
+    /// flight, to drop it.
+    Quiescing {
+        length: Duration,
+    },
+    /// Disconnected since `start_ms` (wall clock); reconnects at `end`.
+    Away {
+        end: Instant,
+        start_ms: i64,
+    },
+}
+
 /// What woke the device up.
 enum Wake {
     Stop,
@@ -79,6 +117,7 @@ enum Wake {
     Deadline,
     Reconnect,
     AckTimeout,
+    Outage,
     Mqtt(Result<Event, ConnectionError>),
 }
 
@@ -98,6 +137,11 @@ struct Device {
     /// Seqs written at least once, and acknowledged; copied into the summary at the end.
     sent: SeqSet,
     acked: SeqSet,
+    /// The batch chosen to be lost, held until it is certain not to be the last.
+    losses: LossGate<(u32, Vec<u8>)>,
+    outage: OutageState,
+    /// A PUBACK arrived on the current connection.
+    spoke: bool,
 }
 
 /// Runs one device until it has drained and closed; returns what it did.
@@ -113,8 +157,16 @@ pub(crate) async fn run_device(
         site: id.site.name.to_owned(),
         boot_id: id.boot_id.clone(),
         first_seq: cfg.first_seq,
+        clock_skew_ms: cfg.faults.clock_skew_ms,
         ..DeviceSummary::default()
     };
+    let outage = cfg
+        .faults
+        .outage
+        .map_or(OutageState::None, |w| OutageState::Pending {
+            start: crate::later(cfg.run_started, w.start),
+            length: w.length,
+        });
     let mut device = Device {
         generator: Generator::new(id),
         outbox: Outbox::new(WINDOW, cfg.max_unacked),
@@ -128,6 +180,9 @@ pub(crate) async fn run_device(
         disconnect_sent: false,
         sent: SeqSet::new(),
         acked: SeqSet::new(),
+        losses: LossGate::default(),
+        outage,
+        spoke: false,
         cfg,
     };
 
@@ -202,6 +257,15 @@ impl Device {
                     offline_acked = false;
                 }
             }
+            if let OutageState::Quiescing { length } = self.outage
+                && self.connected
+                && self.spoke
+                && self.outbox.in_flight() == 0
+            {
+                let end = crate::later(now, length);
+                offline_acked |= self.go_away(&mut eventloop, end, phase);
+                reconnect_at = Some(end);
+            }
             if self.connected {
                 while let Some(publish) = self.outbox.next() {
                     eventloop.pending.push_back(Request::Publish(publish));
@@ -218,6 +282,10 @@ impl Device {
                 .filter(|_| self.connected)
                 .map(|t| t + ACK_TIMEOUT);
             let running = phase == Phase::Running;
+            let outage_start = match self.outage {
+                OutageState::Pending { start, .. } if running => Some(start),
+                _ => None,
+            };
             // rumqttc's poll is not cancel-safe while it connects: a tick that wins the race
             // drops the half-open connection and the next poll starts over. So no ticks while
             // a connection attempt is in flight (it is bounded by the connection timeout).
@@ -229,6 +297,8 @@ impl Device {
                 () = sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => Wake::Deadline,
                 () = sleep_until(reconnect_at.unwrap_or(now)), if reconnect_at.is_some() => Wake::Reconnect,
                 () = sleep_until(ack_deadline.unwrap_or(now)), if ack_deadline.is_some() => Wake::AckTimeout,
+                // May cancel a connection attempt: that is what an outage does.
+                () = sleep_until(outage_start.unwrap_or(now)), if outage_start.is_some() => Wake::Outage,
                 event = eventloop.poll(), if reconnect_at.is_none() => Wake::Mqtt(event),
             };
 
@@ -242,7 +312,20 @@ impl Device {
                     }
                 }
                 Wake::Deadline => {}
-                Wake::Reconnect => reconnect_at = None,
+                Wake::Reconnect => {
+                    reconnect_at = None;
+                    if let OutageState::Away { end, start_ms } = self.outage
+                        && Instant::now() >= end
+                    {
+                        self.back_from_outage(start_ms);
+                    }
+                }
+                Wake::Outage => {
+                    if let OutageState::Pending { length, .. } = self.outage {
+                        self.outbox.hold(true);
+                        self.outage = OutageState::Quiescing { length };
+                    }
+                }
                 Wake::AckTimeout => {
                     warn!(
                         device = %self.cfg.identity.device,
@@ -278,6 +361,10 @@ impl Device {
             self.connected = false;
             self.stats.disconnected();
         }
+        if let OutageState::Away { start_ms, .. } = self.outage {
+            // The run ended while away.
+            self.back_from_outage(start_ms);
+        }
         self.summary.clean_disconnect = self.disconnect_sent;
         self.summary.sent_seqs = self.sent.ranges().to_vec();
         self.summary.acked_seqs = self.acked.ranges().to_vec();
@@ -292,11 +379,48 @@ impl Device {
         );
     }
 
-    /// Stops producing; waits for acknowledgements until the drain deadline.
+    /// Stops producing; waits for acknowledgements until the drain deadline. A batch held
+    /// back to be lost turns out to be the last one and is sent after all. An outage not yet
+    /// begun is cancelled; one under way ends first, and the deadline moves past it.
     fn drain(&mut self, now: Instant) -> Phase {
-        Phase::Draining {
-            until: crate::later(now, self.cfg.drain_timeout),
+        if let Some((seq, (samples, payload))) = self.losses.finish() {
+            self.enqueue(seq, samples, payload);
         }
+        let mut from = now;
+        match self.outage {
+            OutageState::Pending { .. } | OutageState::Quiescing { .. } => {
+                self.outbox.hold(false);
+                self.outage = OutageState::None;
+            }
+            OutageState::Away { end, .. } => from = from.max(end),
+            OutageState::None => {}
+        }
+        Phase::Draining {
+            until: crate::later(from, self.cfg.drain_timeout),
+        }
+    }
+
+    /// The outage begins: drops the connection without DISCONNECT (the broker publishes the
+    /// Last Will) and stays away until `end`. Returns what [`Device::connection_lost`] does.
+    fn go_away(&mut self, eventloop: &mut EventLoop, end: Instant, phase: Phase) -> bool {
+        debug!(device = %self.cfg.identity.device, "injected outage: dropping the connection");
+        eventloop.clean();
+        let offline_acked = self.connection_lost(eventloop, phase);
+        self.outbox.hold(false);
+        self.outage = OutageState::Away {
+            end,
+            start_ms: wall_clock_ms(),
+        };
+        offline_acked
+    }
+
+    /// The outage window is over (or the run ended during it); records it.
+    fn back_from_outage(&mut self, start_ms: i64) {
+        self.summary.outages.push(Outage {
+            start_ms,
+            end_ms: wall_clock_ms(),
+        });
+        self.outage = OutageState::None;
     }
 
     /// Queues the final `offline` status (now if connected, else after the next CONNACK).
@@ -327,17 +451,36 @@ impl Device {
             return;
         }
         let seq = self.cfg.first_seq + self.summary.batches_produced;
-        let batch = self.generator.batch(seq, wall_clock_ms());
+        let device_clock = wall_clock_ms().saturating_add(self.cfg.faults.clock_skew_ms);
+        let batch = self.generator.batch(seq, device_clock);
         let payload = match self.cfg.format {
             Format::Protobuf => encode_protobuf(&batch),
             Format::Json => encode_json(&batch),
         };
         let samples = u32::try_from(batch.samples.len()).unwrap_or(u32::MAX);
-        let publish = Publish::new(self.telemetry_topic.clone(), QoS::AtLeastOnce, payload);
-        self.outbox.push_telemetry(seq, samples, publish);
         self.summary.samples_per_batch.record(seq, samples);
         self.summary.batches_produced += 1;
         self.stats.produced();
+        let lose = self.cfg.faults.lost(seq);
+        let admitted = self.losses.admit(seq, (samples, payload), lose);
+        self.summary.lost_seqs.extend(admitted.lost);
+        if let Some((samples, payload)) = admitted.send {
+            self.enqueue(seq, samples, payload);
+        }
+    }
+
+    /// Queues batch `seq` for sending, after a corrupted copy if the plan says so.
+    fn enqueue(&mut self, seq: u64, samples: u32, payload: Vec<u8>) {
+        if self.cfg.faults.corrupted(seq) {
+            let bad = self
+                .cfg
+                .faults
+                .corrupt_payload(seq, &payload, self.cfg.format);
+            let publish = Publish::new(self.telemetry_topic.clone(), QoS::AtLeastOnce, bad);
+            self.outbox.push_corrupt(seq, publish);
+        }
+        let publish = Publish::new(self.telemetry_topic.clone(), QoS::AtLeastOnce, payload);
+        self.outbox.push_telemetry(seq, samples, publish);
     }
 
     /// A retained status message.
@@ -371,23 +514,35 @@ impl Device {
                 None
             }
             Event::Incoming(Packet::PubAck(ack)) => {
-                let kind = self.outbox.acked(ack.pkid)?;
-                if let Kind::Telemetry { seq, .. } = kind
-                    && self.acked.insert(seq)
-                {
-                    self.summary.batches_acked += 1;
-                    self.stats.acked();
+                let (kind, publish) = self.outbox.acked_publish(ack.pkid)?;
+                self.spoke = true;
+                match kind {
+                    Kind::Telemetry { seq, .. } if self.acked.insert(seq) => {
+                        self.summary.batches_acked += 1;
+                        self.stats.acked();
+                        // Not while closing: the copy could not be waited for.
+                        let closing = matches!(phase, Phase::Closing { .. });
+                        if !closing && self.cfg.faults.duplicated(seq) {
+                            self.outbox.push_duplicate(seq, publish);
+                        }
+                    }
+                    Kind::Duplicate { .. } => self.summary.duplicated += 1,
+                    _ => {}
                 }
                 Some(kind)
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 let written = self.outbox.written(pkid, Instant::now())?;
-                if let Kind::Telemetry { seq, .. } = written.kind {
-                    if self.sent.insert(seq) {
-                        self.summary.batches_sent += 1;
-                    } else {
-                        self.summary.resends += 1;
+                match written.kind {
+                    Kind::Telemetry { seq, .. } => {
+                        if self.sent.insert(seq) {
+                            self.summary.batches_sent += 1;
+                        } else {
+                            self.summary.resends += 1;
+                        }
                     }
+                    Kind::Corrupt { .. } if written.first => self.summary.corrupted += 1,
+                    _ => {}
                 }
                 None
             }
@@ -415,7 +570,8 @@ impl Device {
             self.connected = false;
             self.stats.disconnected();
         }
-        self.outbox.connection_lost();
+        self.spoke = false;
+        self.summary.duplicates_unconfirmed += self.outbox.connection_lost();
         // rumqttc moved its unacknowledged publishes here; the outbox owns them now.
         eventloop.pending.clear();
         offline_acked
@@ -437,6 +593,10 @@ mod tests {
     use crate::options::Endpoint;
 
     fn device() -> Device {
+        device_with(crate::faults::Faults::default())
+    }
+
+    fn device_with(faults: crate::faults::Faults) -> Device {
         let identity = Identity::new(1, 0, "sim-00000".into());
         let cfg = DeviceConfig {
             identity: identity.clone(),
@@ -451,6 +611,8 @@ mod tests {
             format: Format::Protobuf,
             drain_timeout: Duration::from_secs(1),
             max_unacked: 10,
+            faults: faults.plan(1, 0, 1, Duration::from_secs(1)),
+            run_started: Instant::now(),
         };
         Device {
             generator: Generator::new(&identity),
@@ -465,6 +627,9 @@ mod tests {
             disconnect_sent: false,
             sent: SeqSet::new(),
             acked: SeqSet::new(),
+            losses: LossGate::default(),
+            outage: OutageState::None,
+            spoke: false,
             cfg,
         }
     }
@@ -522,5 +687,89 @@ mod tests {
         assert_eq!(d.acked.ranges(), &[[1, 2]]);
         assert_eq!(d.summary.resends, 1);
         assert_eq!(d.summary.batches_sent, 2);
+    }
+
+    fn event(d: &mut Device, eventloop: &mut EventLoop, event: Event) {
+        d.on_event(event, eventloop, Phase::Running);
+    }
+
+    /// Hands everything the outbox lets go, as written; returns the packet ids.
+    fn write_all(d: &mut Device, eventloop: &mut EventLoop) -> Vec<(u16, Vec<u8>)> {
+        let handed: Vec<Publish> = std::iter::from_fn(|| d.outbox.next()).collect();
+        for p in &handed {
+            event(d, eventloop, Event::Outgoing(Outgoing::Publish(p.pkid)));
+        }
+        handed
+            .into_iter()
+            .map(|p| (p.pkid, p.payload.to_vec()))
+            .collect()
+    }
+
+    fn puback(d: &mut Device, eventloop: &mut EventLoop, pkid: u16) {
+        event(
+            d,
+            eventloop,
+            Event::Incoming(Packet::PubAck(PubAck::new(pkid))),
+        );
+    }
+
+    /// Corrupted copies count when written, never go out twice, and the batch follows on the
+    /// next connection; extra copies count when acknowledged.
+    #[tokio::test]
+    async fn injected_faults_are_counted_as_they_happen() {
+        let mut d = device_with(crate::faults::Faults {
+            corrupt: 1.0,
+            duplicate: 1.0,
+            ..crate::faults::Faults::default()
+        });
+        let (_client, mut eventloop) = connect_options(&d.cfg, &d.status_topic);
+        d.produce();
+        // Only the corrupted copy goes; the server closes the connection.
+        let first = write_all(&mut d, &mut eventloop);
+        assert_eq!(first.len(), 1);
+        assert!(fleetmon_protocol::decode(&first[0].1, &Default::default()).is_err());
+        assert_eq!(d.summary.corrupted, 1);
+        assert_eq!(
+            d.summary.batches_sent, 0,
+            "a corrupted copy is not a sent batch"
+        );
+        d.connection_lost(&mut eventloop, Phase::Running);
+        // Reconnected: the good batch, acknowledged, then its extra copy.
+        let good = write_all(&mut d, &mut eventloop);
+        assert_eq!(good.len(), 1);
+        let (batch, _) = fleetmon_protocol::decode(&good[0].1, &Default::default()).unwrap();
+        assert_eq!(batch.seq, 1);
+        puback(&mut d, &mut eventloop, good[0].0);
+        let copy = write_all(&mut d, &mut eventloop);
+        assert_eq!(copy.len(), 1);
+        assert_eq!(copy[0].1, good[0].1, "identical bytes");
+        assert_eq!(d.summary.duplicated, 0, "counted once acknowledged");
+        puback(&mut d, &mut eventloop, copy[0].0);
+        assert_eq!(d.summary.duplicated, 1);
+        assert_eq!(d.summary.corrupted, 1);
+        assert_eq!((d.summary.batches_sent, d.summary.batches_acked), (1, 1));
+        assert_eq!(d.outbox.unacked(), 0);
+        assert!(
+            write_all(&mut d, &mut eventloop).is_empty(),
+            "no third copy"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_batch_is_dropped_unless_it_is_the_last() {
+        let mut d = device_with(crate::faults::Faults {
+            loss: 1.0,
+            ..crate::faults::Faults::default()
+        });
+        for _ in 0..4 {
+            d.produce();
+        }
+        // Seq 1 is never lost; 2 and 3 are; 4 is held until the end of the run.
+        assert_eq!(d.summary.lost_seqs, [2, 3]);
+        assert_eq!(d.outbox.unacked(), 1);
+        d.drain(Instant::now());
+        assert_eq!(d.outbox.unacked(), 2, "the last seq is sent after all");
+        assert_eq!(d.summary.lost_seqs, [2, 3]);
+        assert_eq!(d.summary.batches_produced, 4);
     }
 }

@@ -12,4 +12,6 @@ pub enum SimError {
     },
     #[error("simulated device {device} stopped abnormally: {reason}")]
     DeviceTask { device: String, reason: String },
+    #[error("writing the ground truth to {path}: {reason}")]
+    Truth { path: String, reason: String },
 }

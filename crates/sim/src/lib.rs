@@ -5,7 +5,9 @@
 //! Raspberry Pi, gateway or battery-powered sensor node would, and recording exactly which
 //! batches the server acknowledged. The `fleetmon sim` and `fleetmon demo` commands call
 //! [`run`]; tests use its [`Summary`] to check the server stored every acknowledged batch
-//! exactly once.
+//! exactly once. With [`Faults`] in the options, devices also lose, duplicate and corrupt
+//! batches, go offline and run wrong clocks on purpose, and the [`Truth`] says exactly what a
+//! server's integrity counters should show.
 //!
 //! ## Layout
 //! - [`options`]: [`SimOptions`], checked before anything starts.
@@ -17,13 +19,17 @@
 //!   reconnects.
 //! - `device`: one device's MQTT life: connect, publish, reconnect, drain, close.
 //! - [`summary`]: what the run did, as seq ranges.
+//! - [`faults`]: which batches are lost, duplicated or corrupted, offline windows, clock skew.
+//! - [`truth`]: the ground truth of the injected faults, as a server should count them.
 //! - `stats`, `progress`: live counters and the optional progress bar.
 
+pub mod faults;
 pub mod generator;
 pub mod identity;
 pub mod model;
 pub mod options;
 pub mod summary;
+pub mod truth;
 
 mod battery;
 mod device;
@@ -41,10 +47,12 @@ use tokio::time::{Instant, sleep_until};
 use tracing::info;
 
 pub use error::SimError;
+pub use faults::Faults;
 pub use identity::Identity;
 pub use model::Model;
 pub use options::SimOptions;
 pub use summary::{DeviceSummary, SampleCounts, Summary};
+pub use truth::{DeviceTruth, Outage, Truth};
 
 use device::{DeviceConfig, run_device};
 use progress::Progress;
@@ -102,6 +110,10 @@ pub async fn run(
             format: opts.format,
             drain_timeout: opts.drain_timeout,
             max_unacked: MAX_UNACKED,
+            faults: opts
+                .faults
+                .plan(opts.seed, index, opts.first_seq, opts.interval),
+            run_started: started,
         };
         let device = cfg.identity.device.clone();
         let task = tokio::spawn(run_device(cfg, stop_rx.clone(), Arc::clone(&stats)));
@@ -150,7 +162,10 @@ pub async fn run(
         device: "(collector)".to_owned(),
         reason: e.to_string(),
     })??;
-    let summary = Summary::from_devices(devices, started.elapsed().as_secs_f64());
+    let summary = Summary {
+        seed: opts.seed,
+        ..Summary::from_devices(devices, started.elapsed().as_secs_f64())
+    };
     info!(
         batches_produced = summary.batches_produced,
         batches_acked = summary.batches_acked,
@@ -159,5 +174,17 @@ pub async fn run(
         elapsed_s = summary.elapsed_secs,
         "simulated fleet finished"
     );
+    if !opts.faults.is_none() {
+        info!(
+            lost = summary.batches_lost,
+            duplicated = summary.batches_duplicated,
+            corrupted = summary.batches_corrupted,
+            "injected faults"
+        );
+    }
+    if let Some(path) = &opts.truth {
+        Truth::of(&summary).write(path)?;
+        info!(path = %path.display(), "ground truth written");
+    }
     Ok(summary)
 }

@@ -2,12 +2,14 @@
 //! device starts, so a mistake is reported once, with the option's name, instead of by a
 //! thousand failing devices.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use fleetmon_protocol::Format;
 use fleetmon_protocol::validate::is_valid_device_id;
 
 use crate::error::SimError;
+use crate::faults::Faults;
 
 /// What to simulate and where to send it.
 #[derive(Debug, Clone)]
@@ -39,6 +41,10 @@ pub struct SimOptions {
     pub progress: bool,
     /// At the end, how long to wait for outstanding acknowledgements.
     pub drain_timeout: Duration,
+    /// Faults to inject; the default injects none.
+    pub faults: Faults,
+    /// Where to write the ground truth ([`crate::Truth`]) as JSON at the end of the run.
+    pub truth: Option<PathBuf>,
 }
 
 impl Default for SimOptions {
@@ -55,6 +61,8 @@ impl Default for SimOptions {
             format: Format::Protobuf,
             progress: false,
             drain_timeout: Duration::from_secs(10),
+            faults: Faults::default(),
+            truth: None,
         }
     }
 }
@@ -90,6 +98,7 @@ impl SimOptions {
         if self.batches == Some(0) {
             return Err(invalid("batches", "must be at least 1 when set".to_owned()));
         }
+        self.faults.validate()?;
         // The longest id decides: if it is valid, every shorter one made the same way is.
         let last = self.device_id(self.devices - 1);
         if !is_valid_device_id(&last) {

@@ -16,6 +16,15 @@
 //! and status messages (which use packet ids too) are never mistaken for telemetry. When the
 //! connection is lost, everything unacknowledged goes back to the queue, in seq order, and is
 //! handed again (with DUP set) after the next CONNACK.
+//!
+//! # Injected faults
+//! Extra copies of acknowledged batches ([`Kind::Duplicate`]) and corrupted copies
+//! ([`Kind::Corrupt`]) wait here too. A fleetmon server closes the connection on a corrupted
+//! payload, and whatever else was in flight then would be stored or not, unknowably; so a
+//! corrupted copy is handed only when nothing else is in flight, and nothing follows it until
+//! it is acknowledged (a plain broker does) or the connection is lost. It is never handed
+//! twice. [`Outbox::hold`] stops handing batches for the same reason before an injected
+//! outage.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -33,6 +42,32 @@ pub(crate) enum Kind {
     Status {
         online: bool,
     },
+    /// An extra copy of acknowledged batch `seq` (fault injection).
+    Duplicate {
+        seq: u64,
+    },
+    /// Batch `seq` with a corrupted payload, sent before the correct one (fault injection).
+    Corrupt {
+        seq: u64,
+    },
+}
+
+impl Kind {
+    /// Counted by [`Outbox::unacked`]: the run drains these before it closes.
+    fn is_batch(self) -> bool {
+        matches!(self, Kind::Telemetry { .. } | Kind::Duplicate { .. })
+    }
+
+    /// Order in which messages are handed again after a lost connection: by seq, a corrupted
+    /// copy before its batch; status messages are not kept.
+    fn resend_key(self) -> (u64, u8) {
+        match self {
+            Kind::Corrupt { seq } => (seq, 0),
+            Kind::Telemetry { seq, .. } => (seq, 1),
+            Kind::Duplicate { seq } => (seq, 2),
+            Kind::Status { .. } => (0, 0),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -70,7 +105,11 @@ pub(crate) struct Outbox {
     /// Where the search for a free packet id starts, so ids rotate instead of being reused at
     /// once.
     next_pkid: u16,
+    /// Telemetry batches and extra copies not yet acknowledged.
     unacked_telemetry: usize,
+    /// While set, only status messages are handed (the device is about to drop the
+    /// connection, after its birth message).
+    hold: bool,
 }
 
 impl Outbox {
@@ -85,6 +124,7 @@ impl Outbox {
             inflight: BTreeMap::new(),
             next_pkid: 1,
             unacked_telemetry: 0,
+            hold: false,
         }
     }
 
@@ -93,9 +133,38 @@ impl Outbox {
         self.unacked_telemetry >= self.max_unacked
     }
 
-    /// Telemetry batches not yet acknowledged (queued or in flight).
+    /// Telemetry batches and extra copies not yet acknowledged (queued or in flight).
     pub fn unacked(&self) -> usize {
         self.unacked_telemetry
+    }
+
+    /// Messages handed to the event loop and not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Stops (true) or resumes (false) handing messages other than status messages.
+    pub fn hold(&mut self, hold: bool) {
+        self.hold = hold;
+    }
+
+    /// Queues an extra copy of acknowledged batch `seq` behind the others.
+    pub fn push_duplicate(&mut self, seq: u64, publish: Publish) {
+        self.unacked_telemetry += 1;
+        self.queue.push_back(Message {
+            kind: Kind::Duplicate { seq },
+            publish,
+            written: false,
+        });
+    }
+
+    /// Queues a corrupted copy of batch `seq`; the batch itself is pushed right after.
+    pub fn push_corrupt(&mut self, seq: u64, publish: Publish) {
+        self.queue.push_back(Message {
+            kind: Kind::Corrupt { seq },
+            publish,
+            written: false,
+        });
     }
 
     /// Queues a batch behind the others.
@@ -121,6 +190,17 @@ impl Outbox {
     /// has room.
     pub fn next(&mut self) -> Option<Publish> {
         if self.inflight.len() >= usize::from(self.window) {
+            return None;
+        }
+        let status = |m: &Message| matches!(m.kind, Kind::Status { .. });
+        if self.hold && !self.queue.front().is_some_and(status) {
+            return None;
+        }
+        let corrupt = |m: &Message| matches!(m.kind, Kind::Corrupt { .. });
+        if self.inflight.values().any(|f| corrupt(&f.message)) {
+            return None;
+        }
+        if self.queue.front().is_some_and(corrupt) && !self.inflight.is_empty() {
             return None;
         }
         let message = self.queue.pop_front()?;
@@ -164,29 +244,46 @@ impl Outbox {
     }
 
     /// A PUBACK for `pkid` arrived: the message is delivered and forgotten.
+    #[cfg(test)]
     pub fn acked(&mut self, pkid: u16) -> Option<Kind> {
+        self.acked_publish(pkid).map(|(kind, _)| kind)
+    }
+
+    /// Like [`Outbox::acked`], also giving back the message (to publish it once more).
+    pub fn acked_publish(&mut self, pkid: u16) -> Option<(Kind, Publish)> {
         let entry = self.inflight.remove(&pkid)?;
-        if matches!(entry.message.kind, Kind::Telemetry { .. }) {
+        if entry.message.kind.is_batch() {
             self.unacked_telemetry -= 1;
         }
-        Some(entry.message.kind)
+        Some((entry.message.kind, entry.message.publish))
     }
 
     /// The connection is gone: every unacknowledged batch goes back to the queue, oldest seq
     /// first, to be handed again after the next CONNACK. Status messages are dropped; the
-    /// device queues a fresh one for the new connection.
-    pub fn connection_lost(&mut self) {
-        let mut batches: Vec<Message> = std::mem::take(&mut self.inflight)
+    /// device queues a fresh one for the new connection. A corrupted copy that was handed is
+    /// dropped (it is never sent twice), and so is an extra copy that was written: the server
+    /// may or may not have counted it. Returns how many such extra copies were dropped.
+    pub fn connection_lost(&mut self) -> u64 {
+        let mut unconfirmed = 0usize;
+        let inflight = std::mem::take(&mut self.inflight)
             .into_values()
             .map(|f| f.message)
+            .filter(|m| match m.kind {
+                Kind::Corrupt { .. } => false,
+                Kind::Duplicate { .. } if m.written => {
+                    unconfirmed += 1;
+                    false
+                }
+                _ => true,
+            });
+        let mut batches: Vec<Message> = inflight
             .chain(self.queue.drain(..))
-            .filter(|m| matches!(m.kind, Kind::Telemetry { .. }))
+            .filter(|m| !matches!(m.kind, Kind::Status { .. }))
             .collect();
-        batches.sort_by_key(|m| match m.kind {
-            Kind::Telemetry { seq, .. } => seq,
-            Kind::Status { .. } => 0,
-        });
+        batches.sort_by_key(|m| m.kind.resend_key());
         self.queue = batches.into();
+        self.unacked_telemetry -= unconfirmed;
+        unconfirmed as u64
     }
 
     /// When the oldest written-but-unacknowledged message was written, if any.
@@ -343,5 +440,92 @@ mod tests {
             o.oldest_write(),
             Some(t0 + std::time::Duration::from_secs(1))
         );
+    }
+
+    fn kinds(handed: &[Publish], o: &mut Outbox, now: Instant) -> Vec<Kind> {
+        handed
+            .iter()
+            .map(|p| o.written(p.pkid, now).unwrap().kind)
+            .collect()
+    }
+
+    #[test]
+    fn a_corrupted_copy_goes_alone_and_only_once() {
+        let now = Instant::now();
+        let mut o = Outbox::new(8, 100);
+        o.push_status(true, status(true));
+        o.push_telemetry(1, 1, batch(1));
+        o.push_corrupt(2, batch(2));
+        o.push_telemetry(2, 1, batch(2));
+        o.push_telemetry(3, 1, batch(3));
+        // Up to the corrupted copy, then wait until nothing is in flight.
+        let first = hand_all(&mut o);
+        assert_eq!(
+            kinds(&first, &mut o, now),
+            [
+                Kind::Status { online: true },
+                Kind::Telemetry { seq: 1, samples: 1 }
+            ]
+        );
+        o.acked(first[0].pkid);
+        assert!(o.next().is_none(), "seq 1 still in flight");
+        o.acked(first[1].pkid);
+        let alone = hand_all(&mut o);
+        assert_eq!(kinds(&alone, &mut o, now), [Kind::Corrupt { seq: 2 }]);
+        // The server closes the connection: the copy is gone, the batch follows.
+        assert_eq!(o.connection_lost(), 0);
+        let again = hand_all(&mut o);
+        assert_eq!(
+            kinds(&again, &mut o, now),
+            [
+                Kind::Telemetry { seq: 2, samples: 1 },
+                Kind::Telemetry { seq: 3, samples: 1 }
+            ]
+        );
+        assert!(again.iter().all(|p| !p.dup), "never written before");
+
+        // A broker that acknowledges the corrupted copy lets the rest follow.
+        let mut o = Outbox::new(8, 100);
+        o.push_corrupt(1, batch(1));
+        o.push_telemetry(1, 1, batch(1));
+        let alone = hand_all(&mut o);
+        assert_eq!(alone.len(), 1);
+        assert_eq!(o.acked(alone[0].pkid), Some(Kind::Corrupt { seq: 1 }));
+        assert_eq!(o.unacked(), 1);
+        assert_eq!(hand_all(&mut o).len(), 1);
+    }
+
+    #[test]
+    fn extra_copies_are_drained_and_dropped_when_their_fate_is_unknown() {
+        let now = Instant::now();
+        let mut o = Outbox::new(8, 100);
+        o.push_duplicate(1, batch(1));
+        o.push_duplicate(2, batch(2));
+        assert_eq!(o.unacked(), 2, "the run waits for extra copies too");
+        let handed = hand_all(&mut o);
+        // Copy of 1 written, copy of 2 only handed; then the connection breaks.
+        o.written(handed[0].pkid, now);
+        assert_eq!(o.connection_lost(), 1);
+        assert_eq!(o.unacked(), 1);
+        let again = hand_all(&mut o);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].payload[0], 2);
+        let (kind, publish) = o.acked_publish(again[0].pkid).unwrap();
+        assert_eq!(kind, Kind::Duplicate { seq: 2 });
+        assert_eq!(publish.payload[0], 2);
+        assert_eq!(o.unacked(), 0);
+    }
+
+    #[test]
+    fn holding_stops_handing_all_but_status() {
+        let mut o = Outbox::new(8, 100);
+        o.push_telemetry(1, 1, batch(1));
+        o.push_status(true, status(true));
+        o.hold(true);
+        assert_eq!(o.next().unwrap().topic, "fleetmon/v1/d/status");
+        assert!(o.next().is_none());
+        o.hold(false);
+        assert!(o.next().is_some());
+        assert_eq!(o.in_flight(), 2);
     }
 }

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::truth::Outage;
+
 /// Sample counts of consecutive batches, run-length encoded as `[first_seq, last_seq,
 /// samples]`: a device of one model sends the same number of samples in every batch, so a
 /// whole run is usually one entry.
@@ -83,6 +85,26 @@ pub struct DeviceSummary {
     /// The final retained `offline` status was acknowledged and the session closed with
     /// DISCONNECT (otherwise the broker publishes the Last Will, also `offline`).
     pub clean_disconnect: bool,
+    // Injected faults (see `faults.rs`); all empty or zero without them.
+    /// Seqs dropped on the device after they got their seq (loss), ascending.
+    #[serde(default)]
+    pub lost_seqs: Vec<u64>,
+    /// Extra copies of acknowledged batches that were acknowledged themselves.
+    #[serde(default)]
+    pub duplicated: u64,
+    /// Extra copies written whose PUBACK never came because the connection broke; whether
+    /// the server counted them is unknown (0 unless the connection broke unexpectedly).
+    #[serde(default)]
+    pub duplicates_unconfirmed: u64,
+    /// Corrupted payloads written to the network.
+    #[serde(default)]
+    pub corrupted: u64,
+    /// Offline windows (outage).
+    #[serde(default)]
+    pub outages: Vec<Outage>,
+    /// How far the device clock was ahead (positive) or behind.
+    #[serde(default)]
+    pub clock_skew_ms: i64,
 }
 
 impl DeviceSummary {
@@ -96,7 +118,12 @@ impl DeviceSummary {
         in_ranges(&self.sent_seqs, seq)
     }
 
-    /// Seqs produced but never acknowledged.
+    /// The highest seq produced, if any.
+    pub fn last_seq(&self) -> Option<u64> {
+        (self.batches_produced > 0).then(|| self.first_seq + self.batches_produced - 1)
+    }
+
+    /// Seqs produced but never acknowledged (lost ones included).
     pub fn unacked_seqs(&self) -> Vec<u64> {
         (self.first_seq..self.first_seq + self.batches_produced)
             .filter(|seq| !self.is_acked(*seq))
@@ -113,6 +140,9 @@ fn in_ranges(ranges: &[[u64; 2]], seq: u64) -> bool {
 /// What the whole fleet did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
+    /// The seed of the run (0 when built with [`Summary::from_devices`] alone).
+    #[serde(default)]
+    pub seed: u64,
     pub devices: Vec<DeviceSummary>,
     pub batches_produced: u64,
     pub batches_sent: u64,
@@ -121,6 +151,13 @@ pub struct Summary {
     pub resends: u64,
     pub samples_sent: u64,
     pub samples_acked: u64,
+    /// Batches lost, duplicated and corrupted on purpose (see `faults.rs`).
+    #[serde(default)]
+    pub batches_lost: u64,
+    #[serde(default)]
+    pub batches_duplicated: u64,
+    #[serde(default)]
+    pub batches_corrupted: u64,
     /// Wall-clock length of the run, seconds.
     pub elapsed_secs: f64,
 }
@@ -130,6 +167,10 @@ impl Summary {
     pub fn from_devices(devices: Vec<DeviceSummary>, elapsed_secs: f64) -> Self {
         let sum = |f: fn(&DeviceSummary) -> u64| devices.iter().map(f).sum();
         Self {
+            seed: 0,
+            batches_lost: devices.iter().map(|d| d.lost_seqs.len() as u64).sum(),
+            batches_duplicated: sum(|d| d.duplicated),
+            batches_corrupted: sum(|d| d.corrupted),
             batches_produced: sum(|d| d.batches_produced),
             batches_sent: sum(|d| d.batches_sent),
             batches_acked: sum(|d| d.batches_acked),

@@ -25,6 +25,7 @@ fn options(broker: &Broker, devices: usize, batches: u64, format: Format) -> Sim
         format,
         progress: false,
         drain_timeout: Duration::from_secs(10),
+        ..SimOptions::default()
     }
 }
 

@@ -28,6 +28,7 @@ async fn devices_resend_everything_after_the_broker_is_killed() {
         format: Format::Protobuf,
         progress: false,
         drain_timeout: Duration::from_secs(20),
+        ..SimOptions::default()
     };
     let sim = tokio::spawn(run(opts, std::future::pending()));
 

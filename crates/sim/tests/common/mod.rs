@@ -134,6 +134,11 @@ impl Broker {
         self.signal("-STOP");
     }
 
+    /// Thaws a frozen broker (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
     /// SIGKILL, like `kill -9`: no goodbye to any client, nothing saved.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
