@@ -152,7 +152,9 @@ pub struct SimArgs {
     #[arg(long, default_value = "sim-")]
     pub prefix: String,
     /// Seq of each device's first batch (default: now in Unix milliseconds, so a rerun
-    /// against the same server continues past the last run instead of being deduplicated).
+    /// against the same server continues past the last run instead of being deduplicated;
+    /// the jump between runs then shows as missing batches — pass the last run's next seq
+    /// for exact accounting).
     #[arg(long)]
     pub first_seq: Option<u64>,
     #[arg(long, value_enum, default_value = "protobuf")]
@@ -228,6 +230,7 @@ impl SimArgs {
             seed: self.seed,
             prefix: self.prefix,
             first_seq: self.first_seq.unwrap_or_else(seq_from_clock),
+            resume: Default::default(),
             format: match self.format {
                 PayloadFormat::Protobuf => Format::Protobuf,
                 PayloadFormat::Json => Format::Json,

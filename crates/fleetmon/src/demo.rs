@@ -27,24 +27,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .context("starting the demo server")?;
     let http = server.http_addr();
     let mqtt = server.mqtt_addr();
-    println!();
-    println!("  fleetmon demo");
-    println!("  dashboard  http://{http}/");
-    println!("  devices    http://{http}/api/v1/devices");
-    println!(
-        "  mqtt       {mqtt}   (mosquitto_sub -h {} -p {} -t 'fleetmon/v1/+/status' -v)",
+    crate::say(&format!(
+        "\n  fleetmon demo\n  dashboard  http://{http}/\n  devices    http://{http}/api/v1/devices\n  mqtt       {mqtt}   (mosquitto_sub -h {} -p {} -t 'fleetmon/v1/+/status' -v)\n  data       {}\n  fleet      {} simulated devices, one batch every {}\n  security   open on loopback, devices not authenticated: demo only\n  Ctrl-C stops.\n",
         mqtt.ip(),
-        mqtt.port()
-    );
-    println!("  data       {}", args.data_dir.display());
-    println!(
-        "  fleet      {} simulated devices, one batch every {}",
+        mqtt.port(),
+        args.data_dir.display(),
         args.devices,
         humantime::format_duration(args.interval)
-    );
-    println!("  security   open on loopback, devices not authenticated: demo only");
-    println!("  Ctrl-C stops.");
-    println!();
+    ));
     // What an operator would have set: each simulated device's site and group.
     for index in 0..args.devices {
         let device = format!("demo-{index:05}");
@@ -61,13 +51,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .set_tags(&device, tags)
             .context("tagging the demo fleet")?;
     }
+    // Each device carries on after the last batch the server stored of it, as a real agent
+    // with its persisted seq would, so a rerun shows neither duplicates nor gaps.
+    let resume = {
+        let registry = server.state().registry();
+        (0..args.devices)
+            .filter_map(|i| {
+                let id = format!("demo-{i:05}");
+                let last = registry.get(&id)?.integrity.stored().last()?;
+                Some((id, last + 1))
+            })
+            .collect()
+    };
     let options = SimOptions {
         mqtt: mqtt.to_string(),
         devices: args.devices,
         interval: args.interval,
         seed: 1,
         prefix: "demo-".to_owned(),
-        first_seq: crate::cli::seq_from_clock(),
+        resume,
         format: Format::Protobuf,
         drain_timeout: std::time::Duration::from_secs(5),
         // No end (duration, batches), no progress bar, no faults.

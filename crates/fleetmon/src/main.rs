@@ -1,6 +1,5 @@
 //! The `fleetmon` operator binary: parses the command line and hands over to the libraries.
 //! Its output on stdout is its interface (URLs, JSON summaries); logs go to stderr.
-#![allow(clippy::print_stdout, reason = "a CLI's stdout is its output")]
 
 mod cli;
 mod demo;
@@ -50,11 +49,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let server = Server::start(config, Arc::new(SystemClock))
         .await
         .context("starting the server")?;
-    println!(
+    say(&format!(
         "fleetmon server: http://{}/ mqtt://{}",
         server.http_addr(),
         server.mqtt_addr()
-    );
+    ));
     wait_for_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;
@@ -66,8 +65,16 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
     let summary = fleetmon_sim::run(options, wait_for_signal())
         .await
         .context("running the simulated fleet")?;
-    println!("{}", serde_json::to_string_pretty(&summary)?);
+    say(&serde_json::to_string_pretty(&summary)?);
     Ok(())
+}
+
+/// Writes a line of output. A closed stdout (`fleetmon demo | head`) is not an error worth
+/// dying for: the work goes on, the line is dropped.
+pub fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -98,6 +98,11 @@ pub async fn run(
     let mut tasks = Vec::with_capacity(n);
     for index in 0..n {
         let identity = Identity::new(opts.seed, index, opts.device_id(index));
+        let first_seq = opts
+            .resume
+            .get(&identity.device)
+            .copied()
+            .unwrap_or(opts.first_seq);
         // Spread the devices over the first interval.
         let offset = opts.interval.mul_f64(index as f64 / n as f64);
         let cfg = DeviceConfig {
@@ -106,13 +111,11 @@ pub async fn run(
             start_at: later(started, offset),
             interval: opts.interval,
             batches: opts.batches,
-            first_seq: opts.first_seq,
+            first_seq,
             format: opts.format,
             drain_timeout: opts.drain_timeout,
             max_unacked: MAX_UNACKED,
-            faults: opts
-                .faults
-                .plan(opts.seed, index, opts.first_seq, opts.interval),
+            faults: opts.faults.plan(opts.seed, index, first_seq, opts.interval),
             run_started: started,
         };
         let device = cfg.identity.device.clone();

@@ -35,6 +35,9 @@ pub struct SimOptions {
     /// restarts; a second run against the same server must start past the first run's seqs
     /// or dedupe discards it (the CLI starts at the current Unix time in milliseconds).
     pub first_seq: u64,
+    /// First seq of particular devices, overriding `first_seq`: where each device left off
+    /// in an earlier run (the demo resumes its fleet from what the server stored).
+    pub resume: std::collections::BTreeMap<String, u64>,
     /// Payload spelling: protobuf frames (the default) or JSON.
     pub format: Format,
     /// Show a progress bar on stderr.
@@ -58,6 +61,7 @@ impl Default for SimOptions {
             seed: 1,
             prefix: "sim-".to_owned(),
             first_seq: 1,
+            resume: std::collections::BTreeMap::new(),
             format: Format::Protobuf,
             progress: false,
             drain_timeout: Duration::from_secs(10),
