@@ -18,6 +18,16 @@ fn tool(name: &str) -> Command {
     Command::new(name)
 }
 
+/// `mosquitto_pub` at QoS 1 to the server on `port`, with `extra` arguments (e.g. `-V mqttv5`).
+fn publish(port: &str, extra: &[&str], topic: &str, payload: &str) -> std::process::Output {
+    tool("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", port, "-q", "1"])
+        .args(extra)
+        .args(["-t", topic, "-m", payload])
+        .output()
+        .expect("run mosquitto_pub")
+}
+
 #[test]
 fn mosquitto_pub_json_batch_is_stored_and_readable() {
     let dir = tempfile::tempdir().unwrap();
@@ -26,21 +36,7 @@ fn mosquitto_pub_json_batch_is_stored_and_readable() {
     let payload = r#"{"device":"dev1","boot_id":"b1","seq":1,"sent_at_ms":1700000000000,"dropped_before":0,
         "samples":[{"metric":"temperature_celsius","labels":{"sensor":"cpu"},"ts_ms":1700000000000,"value":47.5},
                    {"metric":"battery_charge_ratio","labels":{"battery":"BAT0"},"ts_ms":1700000000000,"value":0.81}]}"#;
-    let out = tool("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-q",
-            "1",
-            "-t",
-            "fleetmon/v1/dev1/telemetry",
-            "-m",
-            payload,
-        ])
-        .output()
-        .unwrap();
+    let out = publish(&port, &[], "fleetmon/v1/dev1/telemetry", payload);
     assert!(
         out.status.success(),
         "mosquitto_pub failed: {}",
@@ -65,42 +61,14 @@ fn mosquitto_pub_json_batch_is_stored_and_readable() {
     );
 
     // A resend of the same (device, seq) is acknowledged and stored once.
-    let out = tool("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-q",
-            "1",
-            "-t",
-            "fleetmon/v1/dev1/telemetry",
-            "-m",
-            payload,
-        ])
-        .output()
-        .unwrap();
+    let out = publish(&port, &[], "fleetmon/v1/dev1/telemetry", payload);
     assert!(out.status.success());
     let (_, dev) = get(&server.url("/api/v1/devices/dev1"));
     assert_eq!(dev["batches_received"], 1);
     assert_eq!(dev["batches_duplicate"], 1);
 
     // A malformed batch: mosquitto_pub sees the connection closed, nothing is stored.
-    let out = tool("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-q",
-            "1",
-            "-t",
-            "fleetmon/v1/dev1/telemetry",
-            "-m",
-            "{oops",
-        ])
-        .output()
-        .unwrap();
+    let out = publish(&port, &[], "fleetmon/v1/dev1/telemetry", "{oops");
     let (_, dev) = get(&server.url("/api/v1/devices/dev1"));
     assert_eq!(dev["batches_received"], 1, "mosquitto_pub said: {out:?}");
     assert_eq!(dev["batches_rejected"], 1);
@@ -111,22 +79,7 @@ fn retained_status_reaches_a_later_subscriber() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), free_addr(), free_addr(), &[]);
     let port = server.mqtt.port().to_string();
-    let out = tool("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-q",
-            "1",
-            "-r",
-            "-t",
-            "fleetmon/v1/gw-7/status",
-            "-m",
-            "online",
-        ])
-        .output()
-        .unwrap();
+    let out = publish(&port, &["-r"], "fleetmon/v1/gw-7/status", "online");
     assert!(out.status.success());
     let out = tool("mosquitto_sub")
         .args([
@@ -165,25 +118,7 @@ fn mqtt5_clients_get_reason_codes_and_their_batches_land() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), free_addr(), free_addr(), &[]);
     let port = server.mqtt.port().to_string();
-    let publish = |topic: &str, payload: &str| {
-        tool("mosquitto_pub")
-            .args([
-                "-V",
-                "mqttv5",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-q",
-                "1",
-                "-t",
-                topic,
-                "-m",
-                payload,
-            ])
-            .output()
-            .unwrap()
-    };
+    let publish = |topic: &str, payload: &str| publish(&port, &["-V", "mqttv5"], topic, payload);
     let good = r#"{"device":"v5dev","seq":1,"samples":[{"metric":"uptime_seconds","ts_ms":1700000000000,"value":42}]}"#;
     let out = publish("fleetmon/v1/v5dev/telemetry", good);
     assert!(
