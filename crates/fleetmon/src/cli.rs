@@ -12,6 +12,8 @@ use fleetmon_server::ServerConfig;
 use fleetmon_server::wal::WalOptions;
 use fleetmon_sim::{Faults, SimOptions};
 
+use crate::config::{self, ConfigFile};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fleetmon",
@@ -34,6 +36,9 @@ pub enum Command {
     Sim(SimArgs),
     /// Run a server and a simulated fleet together, and print the dashboard URL.
     Demo(DemoArgs),
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -47,79 +52,140 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct ServerArgs {
-    /// Where the WAL and state live.
-    #[arg(long, env = "FLEETMON_DATA_DIR", default_value = "fleetmon-data")]
-    pub data_dir: PathBuf,
-    /// HTTP API, ingest and page.
-    #[arg(long, env = "FLEETMON_HTTP_LISTEN", default_value = "127.0.0.1:8427", value_parser = parse_addr)]
-    pub http_listen: SocketAddr,
-    /// MQTT endpoint for devices.
-    #[arg(long, env = "FLEETMON_MQTT_LISTEN", default_value = "127.0.0.1:1883", value_parser = parse_addr)]
-    pub mqtt_listen: SocketAddr,
-    /// A device that only uses HTTP is offline once its last batch is older than this.
-    #[arg(long, env = "FLEETMON_OFFLINE_AFTER", default_value = "2m", value_parser = parse_duration)]
-    pub offline_after: Duration,
-    /// A gap in a device's batch numbers counts as missing once it is older than this.
-    #[arg(long, env = "FLEETMON_MISSING_GRACE", default_value = "2m", value_parser = parse_duration)]
-    pub missing_grace: Duration,
-    /// Largest batch payload accepted, in bytes.
-    #[arg(long, env = "FLEETMON_MAX_PAYLOAD_BYTES", default_value_t = Limits::default().max_payload_bytes)]
-    pub max_payload_bytes: usize,
+    /// Configuration file (TOML; `fleetmon config default` prints one). Flags win over it.
+    #[arg(long, env = "FLEETMON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the WAL, the store and the device tags live [default: fleetmon-data].
+    #[arg(long, env = "FLEETMON_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP API, ingest and page [default: 127.0.0.1:8427].
+    #[arg(long, env = "FLEETMON_HTTP_LISTEN", value_parser = parse_addr)]
+    pub http_listen: Option<SocketAddr>,
+    /// MQTT endpoint for devices [default: 127.0.0.1:1883].
+    #[arg(long, env = "FLEETMON_MQTT_LISTEN", value_parser = parse_addr)]
+    pub mqtt_listen: Option<SocketAddr>,
+    /// A device that only uses HTTP is offline once its last batch is older than this
+    /// [default: 2m].
+    #[arg(long, env = "FLEETMON_OFFLINE_AFTER", value_parser = parse_duration)]
+    pub offline_after: Option<Duration>,
+    /// A gap in a device's batch numbers counts as missing once it is older than this
+    /// [default: 2m].
+    #[arg(long, env = "FLEETMON_MISSING_GRACE", value_parser = parse_duration)]
+    pub missing_grace: Option<Duration>,
+    /// Largest batch payload accepted, in bytes [default: 1048576].
+    #[arg(long, env = "FLEETMON_MAX_PAYLOAD_BYTES")]
+    pub max_payload_bytes: Option<usize>,
     /// Delete stored samples older than this (default: keep everything).
     #[arg(long, env = "FLEETMON_RETENTION", value_parser = parse_duration)]
     pub retention: Option<Duration>,
     /// Delete the oldest stored samples while the store is larger than this many bytes.
     #[arg(long, env = "FLEETMON_RETENTION_BYTES")]
     pub retention_bytes: Option<u64>,
-    /// Size at which a new WAL segment starts, in bytes.
-    #[arg(long, env = "FLEETMON_WAL_SEGMENT_BYTES", default_value_t = WalOptions::default().segment_bytes)]
-    pub wal_segment_bytes: u64,
+    /// Size at which a new WAL segment starts, in bytes [default: 67108864].
+    #[arg(long, env = "FLEETMON_WAL_SEGMENT_BYTES")]
+    pub wal_segment_bytes: Option<u64>,
 }
 
 impl ServerArgs {
+    /// Flags (and their variables) over the config file over the built-in defaults, validated.
     pub fn into_config(self) -> anyhow::Result<ServerConfig> {
-        if !(1024..=64 << 20).contains(&self.max_payload_bytes) {
+        let file = match &self.config {
+            Some(path) => ConfigFile::load(path)?,
+            None => ConfigFile::default(),
+        };
+        let (srv, sto) = (&file.server, &file.storage);
+        let from_file_duration =
+            |key: &str, v: &Option<String>| -> anyhow::Result<Option<Duration>> {
+                v.as_deref().map(|v| config::duration(key, v)).transpose()
+            };
+        let from_file_addr =
+            |key: &str, v: &Option<String>| -> anyhow::Result<Option<SocketAddr>> {
+                v.as_deref().map(|v| config::address(key, v)).transpose()
+            };
+        let defaults = ServerConfig::local("fleetmon-data");
+        let data_dir = self
+            .data_dir
+            .or_else(|| srv.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("fleetmon-data"));
+        let http_listen = match self.http_listen {
+            Some(a) => a,
+            None => from_file_addr("server.http_listen", &srv.http_listen)?
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8427))),
+        };
+        let mqtt_listen = match self.mqtt_listen {
+            Some(a) => a,
+            None => from_file_addr("server.mqtt_listen", &srv.mqtt_listen)?
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 1883))),
+        };
+        let offline_after = match self.offline_after {
+            Some(d) => d,
+            None => from_file_duration("server.offline_after", &srv.offline_after)?
+                .unwrap_or(defaults.offline_after),
+        };
+        let missing_grace = match self.missing_grace {
+            Some(d) => d,
+            None => from_file_duration("server.missing_grace", &srv.missing_grace)?
+                .unwrap_or(defaults.missing_grace),
+        };
+        let retention = match self.retention {
+            Some(d) => Some(d),
+            None => from_file_duration("storage.retention", &sto.retention)?,
+        };
+        let retention_bytes = self.retention_bytes.or(sto.retention_bytes);
+        let max_payload_bytes = self
+            .max_payload_bytes
+            .or(srv.max_payload_bytes)
+            .unwrap_or(Limits::default().max_payload_bytes);
+        let wal_segment_bytes = self
+            .wal_segment_bytes
+            .or(sto.wal_segment_bytes)
+            .unwrap_or(WalOptions::default().segment_bytes);
+        if !(1024..=64 << 20).contains(&max_payload_bytes) {
             bail!(
-                "--max-payload-bytes {}: expected between 1024 and {} bytes",
-                self.max_payload_bytes,
+                "max payload bytes {max_payload_bytes} (--max-payload-bytes or server.max_payload_bytes): expected between 1024 and {} bytes",
                 64 << 20
             );
         }
-        if self.offline_after.is_zero() {
-            bail!("--offline-after must be longer than zero");
-        }
-        if self.wal_segment_bytes < 4096 {
+        if offline_after.is_zero() {
             bail!(
-                "--wal-segment-bytes {}: expected at least 4096",
-                self.wal_segment_bytes
+                "offline-after (--offline-after or server.offline_after) must be longer than zero"
+            );
+        }
+        if wal_segment_bytes < 4096 {
+            bail!(
+                "WAL segment bytes {wal_segment_bytes} (--wal-segment-bytes or storage.wal_segment_bytes): expected at least 4096"
             );
         }
         Ok(ServerConfig {
-            data_dir: self.data_dir,
-            http_listen: self.http_listen,
-            mqtt_listen: self.mqtt_listen,
-            offline_after: self.offline_after,
-            missing_grace: self.missing_grace,
+            data_dir,
+            http_listen,
+            mqtt_listen,
+            offline_after,
+            missing_grace,
             limits: Limits {
-                max_payload_bytes: self.max_payload_bytes,
+                max_payload_bytes,
                 ..Limits::default()
             },
             wal: WalOptions {
-                segment_bytes: self.wal_segment_bytes,
+                segment_bytes: wal_segment_bytes,
             },
             tsdb: fleetmon_tsdb::Options {
                 retention: fleetmon_tsdb::Retention {
-                    max_age_ms: self
-                        .retention
-                        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-                    max_bytes: self.retention_bytes,
+                    max_age_ms: retention.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                    max_bytes: retention_bytes,
                 },
                 ..fleetmon_tsdb::Options::default()
             },
         })
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the server's commented default configuration.
+    Default,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -327,5 +393,60 @@ mod sim_args_tests {
         assert!(sim(&[]).unwrap().faults.is_none());
         let err = sim(&["--loss", "1.5"]).unwrap_err();
         assert!(err.contains("not a probability"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod server_args_tests {
+    use super::*;
+
+    fn server(args: &[&str]) -> anyhow::Result<ServerConfig> {
+        let cli = Cli::try_parse_from(["fleetmon", "server"].iter().chain(args))?;
+        match cli.command {
+            Command::Server(a) => a.into_config(),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn the_printed_default_is_the_built_in_default() {
+        let f = file(config::DEFAULT);
+        let from_file = server(&["--config", f.path().to_str().unwrap()]).unwrap();
+        let built_in = server(&[]).unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{built_in:?}"));
+        assert_eq!(built_in.http_listen, "127.0.0.1:8427".parse().unwrap());
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let f = file(
+            "[server]\nhttp_listen = \"127.0.0.1:9000\"\noffline_after = \"30s\"\n[storage]\nretention = \"7d\"\n",
+        );
+        let path = f.path().to_str().unwrap();
+        let c = server(&["--config", path]).unwrap();
+        assert_eq!(c.http_listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.offline_after, Duration::from_secs(30));
+        assert_eq!(c.tsdb.retention.max_age_ms, Some(7 * 86_400_000));
+        assert_eq!(c.mqtt_listen, "127.0.0.1:1883".parse().unwrap());
+        let c = server(&["--config", path, "--http-listen", "127.0.0.1:9001"]).unwrap();
+        assert_eq!(c.http_listen, "127.0.0.1:9001".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_settings_name_the_key() {
+        let f = file("[server]\nmqtt_listen = \"1883\"\n");
+        let e = server(&["--config", f.path().to_str().unwrap()]).unwrap_err();
+        assert!(format!("{e:#}").contains("`server.mqtt_listen`"), "{e:#}");
+        let f = file("[server]\ncolour = \"red\"\n");
+        let e = server(&["--config", f.path().to_str().unwrap()]).unwrap_err();
+        assert!(format!("{e:#}").contains("colour"), "{e:#}");
+        let e = server(&["--max-payload-bytes", "10"]).unwrap_err();
+        assert!(e.to_string().contains("--max-payload-bytes"), "{e}");
     }
 }

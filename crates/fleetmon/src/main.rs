@@ -2,6 +2,7 @@
 //! Its output on stdout is its interface (URLs, JSON summaries); logs go to stderr.
 
 mod cli;
+mod config;
 mod demo;
 
 use std::sync::Arc;
@@ -25,6 +26,10 @@ fn main() -> anyhow::Result<()> {
             Command::Server(args) => server(args).await,
             Command::Sim(args) => sim(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Config(cli::ConfigCommand::Default) => {
+                say(config::DEFAULT.trim_end());
+                Ok(())
+            }
         }
     })
 }

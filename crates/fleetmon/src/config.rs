@@ -1,0 +1,128 @@
+//! The server's configuration file (`fleetmon server --config FILE`): TOML, every key
+//! optional. A key set by a flag or its `FLEETMON_*` variable wins over the file, the file over
+//! the built-in default. Unknown keys are errors that name the key; `fleetmon config default`
+//! prints the commented default below, which parses back to the built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use serde::Deserialize;
+
+/// The commented default configuration.
+pub const DEFAULT: &str = r#"# fleetmon server configuration. Every key is optional; a flag or FLEETMON_* variable
+# overrides it (e.g. --http-listen / FLEETMON_HTTP_LISTEN for server.http_listen).
+
+[server]
+# Where the write-ahead log, the time-series store and the device tags live.
+data_dir = "fleetmon-data"
+# HTTP API, ingest and dashboard. Loopback only unless you say otherwise.
+http_listen = "127.0.0.1:8427"
+# MQTT endpoint for devices (MQTT 3.1.1 and 5).
+mqtt_listen = "127.0.0.1:1883"
+# A device that only uses HTTP is offline once its last batch is older than this.
+offline_after = "2m"
+# A gap in a device's batch numbers counts as missing once it is older than this.
+missing_grace = "2m"
+# Largest batch payload accepted, in bytes (1 KiB to 64 MiB).
+max_payload_bytes = 1048576
+
+[storage]
+# Delete samples older than this, e.g. "90d" (unset: keep everything).
+# retention = "90d"
+# Delete the oldest samples while the store is larger than this many bytes (unset: no limit).
+# retention_bytes = 50000000000
+# Size at which a new ingest WAL segment starts, in bytes.
+wal_segment_bytes = 67108864
+"#;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub data_dir: Option<PathBuf>,
+    pub http_listen: Option<String>,
+    pub mqtt_listen: Option<String>,
+    pub offline_after: Option<String>,
+    pub missing_grace: Option<String>,
+    pub max_payload_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    pub retention: Option<String>,
+    pub retention_bytes: Option<u64>,
+    pub wal_segment_bytes: Option<u64>,
+}
+
+impl ConfigFile {
+    /// Reads and parses `path`; errors name the file, and the key and line where TOML can.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        toml::from_str(text).map_err(|e| anyhow!("{e}"))
+    }
+}
+
+/// Parses a duration setting, naming the key when it is wrong.
+pub fn duration(key: &str, value: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(value).map_err(|e| {
+        anyhow!(
+            "config key `{key}`: {value:?} is not a duration ({e}); expected e.g. 500ms, 2s, 5m"
+        )
+    })
+}
+
+/// Parses a socket address setting, naming the key when it is wrong.
+pub fn address(key: &str, value: &str) -> anyhow::Result<SocketAddr> {
+    value.parse().map_err(|_| {
+        anyhow!("config key `{key}`: {value:?} is not a socket address; expected IP:PORT such as 127.0.0.1:1883")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_parses() {
+        let c = ConfigFile::parse(DEFAULT).unwrap();
+        assert_eq!(c.server.http_listen.as_deref(), Some("127.0.0.1:8427"));
+        assert_eq!(c.storage.retention, None);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = ConfigFile::parse("[server]\nhttp_lisen = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http_lisen"), "{e}");
+        let e = ConfigFile::parse("[srv]\n").unwrap_err().to_string();
+        assert!(e.contains("srv"), "{e}");
+        let e = address("server.mqtt_listen", "1883")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`server.mqtt_listen`") && e.contains("\"1883\""),
+            "{e}"
+        );
+        let e = duration("server.offline_after", "soon")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`server.offline_after`"), "{e}");
+    }
+}
