@@ -86,6 +86,9 @@ pub struct ServerArgs {
     /// Size at which a new WAL segment starts, in bytes [default: 67108864].
     #[arg(long, env = "FLEETMON_WAL_SEGMENT_BYTES")]
     pub wal_segment_bytes: Option<u64>,
+    /// Firmware policy file: minimum versions per model, vulnerable ranges (TOML).
+    #[arg(long, env = "FLEETMON_FIRMWARE_POLICY")]
+    pub firmware_policy: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -178,6 +181,9 @@ impl ServerArgs {
                 },
                 ..fleetmon_tsdb::Options::default()
             },
+            firmware_policy: self
+                .firmware_policy
+                .or_else(|| file.health.firmware_policy.clone()),
         })
     }
 }

@@ -35,6 +35,10 @@ max_payload_bytes = 1048576
 # retention_bytes = 50000000000
 # Size at which a new ingest WAL segment starts, in bytes.
 wal_segment_bytes = 67108864
+
+[health]
+# Minimum firmware per model and vulnerable version ranges (see docs/health.md), if any.
+# firmware_policy = "/etc/fleetmon/firmware-policy.toml"
 "#;
 
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +48,14 @@ pub struct ConfigFile {
     pub server: ServerSection,
     #[serde(default)]
     pub storage: StorageSection,
+    #[serde(default)]
+    pub health: HealthSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    pub firmware_policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -39,6 +39,13 @@ fn batch(device: &str, samples: Vec<Sample>) -> Vec<u8> {
 fn start(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> Server {
     let mut config = ServerConfig::local(dir);
     config.offline_after = Duration::from_secs(60);
+    let policy = dir.join("firmware-policy.toml");
+    std::fs::write(
+        &policy,
+        "[[minimum]]\nmodel = \"rpi4\"\nversion = \"2.0.0\"\n\n[[vulnerable]]\nadvisory = \"FM-2026-001\"\nversions = \">=1.2.0, <1.3.2\"\n",
+    )
+    .expect("write the firmware policy");
+    config.firmware_policy = Some(policy);
     rt.block_on(Server::start(config, Arc::new(SystemClock)))
         .expect("start the server")
 }
@@ -113,6 +120,10 @@ fn tags_health_filters_and_rollups() {
             vec![Sample::new("temperature_celsius", ts, 40.0).with_label("sensor", "soc")],
         ),
     );
+    let info = Sample::new("device_info", ts, 1.0)
+        .with_label("firmware", "1.3.0")
+        .with_label("model", "gateway");
+    post(&ingest, &batch("d5", vec![info]));
 
     let (_, d1) = get(&format!("{base}/api/v1/devices/d1"));
     assert_eq!(d1["health"]["level"], "critical");
@@ -122,6 +133,23 @@ fn tags_health_filters_and_rollups() {
         "battery ups at 5 %, discharging"
     );
     assert_eq!(d1["firmware"], "2.1.0");
+    let reasons = d1["health"]["reasons"].as_array().unwrap();
+    assert!(
+        reasons.iter().all(|r| r["check"] != "firmware_outdated"),
+        "2.1.0 is above the rpi4 minimum: {d1}"
+    );
+    let (_, d5) = get(&format!("{base}/api/v1/devices/d5"));
+    assert_eq!(d5["health"]["level"], "critical", "{d5}");
+    let reasons = d5["health"]["reasons"].as_array().unwrap();
+    assert!(
+        reasons.iter().any(|r| r["check"] == "firmware_vulnerable"
+            && r["message"] == "firmware 1.3.0 is vulnerable: FM-2026-001 (>=1.2.0, <1.3.2)"),
+        "{d5}"
+    );
+    assert!(
+        reasons.iter().all(|r| r["check"] != "firmware_outdated"),
+        "the rpi4 minimum does not apply to a gateway: {d5}"
+    );
     assert_eq!(d1["model"], "rpi4");
     assert_eq!(d1["tags"]["site"], "north");
     let (_, d2) = get(&format!("{base}/api/v1/devices/d2"));
@@ -138,18 +166,18 @@ fn tags_health_filters_and_rollups() {
     );
 
     let list = |q: &str| get(&format!("{base}/api/v1/devices?{q}")).1;
-    assert_eq!(ids(&list("health=critical")), ["d1", "d4"]);
+    assert_eq!(ids(&list("health=critical")), ["d1", "d4", "d5"]);
     assert_eq!(ids(&list("health=ok")), ["d3"]);
     assert_eq!(ids(&list("site=south")), ["d2", "d4"]);
     assert_eq!(ids(&list("site=south&status=online")), ["d2"]);
     assert_eq!(ids(&list("group=pilot&health=warning")), ["d2"]);
     assert_eq!(ids(&list("firmware=2.1.0")), ["d1"]);
     assert_eq!(ids(&list("model=rpi4")), ["d1"]);
-    assert_eq!(ids(&list("q=d")).len(), 4);
+    assert_eq!(ids(&list("q=d")).len(), 5);
     let page = list("limit=2&offset=1");
     assert_eq!(
         (ids(&page), &page["matched"], &page["total"]),
-        (vec!["d2", "d3"], &json!(4), &json!(4))
+        (vec!["d2", "d3"], &json!(5), &json!(5))
     );
     let (s, e) = get(&format!("{base}/api/v1/devices?health=purple"));
     assert_eq!(s, 400, "{e}");
@@ -157,11 +185,11 @@ fn tags_health_filters_and_rollups() {
     assert_eq!(s, 400);
 
     let (_, fleet) = get(&format!("{base}/api/v1/fleet"));
-    assert_eq!(fleet["fleet"]["total"], 4);
-    assert_eq!(fleet["fleet"]["critical"], 2);
+    assert_eq!(fleet["fleet"]["total"], 5);
+    assert_eq!(fleet["fleet"]["critical"], 3);
     assert_eq!(fleet["sites"]["south"]["total"], 2);
     assert_eq!(fleet["sites"]["south"]["warning"], 1);
-    assert_eq!(fleet["sites"]["(none)"]["total"], 1);
+    assert_eq!(fleet["sites"]["(none)"]["total"], 2);
     assert_eq!(fleet["groups"]["pilot"]["critical"], 1);
 
     // Tags are labels of the device's series, and survive a restart.

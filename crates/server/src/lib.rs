@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub wal: WalOptions,
     /// The time-series engine's settings (retention, late-data limit, block windows...).
     pub tsdb: fleetmon_tsdb::Options,
+    /// Minimum firmware versions and vulnerable ranges (a TOML file), if any.
+    pub firmware_policy: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -75,6 +77,7 @@ impl ServerConfig {
             limits: Limits::default(),
             wal: WalOptions::default(),
             tsdb: fleetmon_tsdb::Options::default(),
+            firmware_policy: None,
         }
     }
 }
@@ -100,6 +103,8 @@ pub enum ServerError {
     Tags(#[from] fleet::tags::TagError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    FirmwarePolicy(#[from] fleet::firmware::PolicyError),
 }
 
 /// A running server.
@@ -161,6 +166,9 @@ impl Server {
             ms(config.offline_after),
         );
         state.missing_grace_ms = ms(config.missing_grace);
+        if let Some(path) = &config.firmware_policy {
+            state.firmware_policy = Some(fleet::firmware::Policy::load(path)?);
+        }
         let tags_path = config.data_dir.join("tags.json");
         for (id, tags) in fleet::tags::load(&tags_path)? {
             state.registry_mut().entry(&id).tags = tags;

@@ -24,6 +24,7 @@ pub struct State {
     /// A gap in a device's batch numbers counts as missing once it is older than this.
     pub missing_grace_ms: i64,
     pub thresholds: Thresholds,
+    pub firmware_policy: Option<crate::fleet::firmware::Policy>,
     /// Where device tags are kept (`DATA_DIR/tags.json`); none in unit tests.
     pub tags_path: Option<std::path::PathBuf>,
 }
@@ -44,6 +45,7 @@ impl State {
             offline_after_ms,
             missing_grace_ms: 120_000,
             thresholds: Thresholds::default(),
+            firmware_policy: None,
             tags_path: None,
         }
     }

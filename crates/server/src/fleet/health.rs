@@ -7,6 +7,7 @@
 
 use serde::Serialize;
 
+use super::firmware::{Finding, Policy};
 use super::{Device, Status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
@@ -125,7 +126,14 @@ fn pct(v: f64) -> String {
 }
 
 /// The device's health at `now_ms`.
-pub fn assess(d: &Device, status: Status, now_ms: i64, missing: u64, t: &Thresholds) -> Health {
+pub fn assess(
+    d: &Device,
+    status: Status,
+    now_ms: i64,
+    missing: u64,
+    t: &Thresholds,
+    policy: Option<&Policy>,
+) -> Health {
     let mut c = Checker {
         reasons: Vec::new(),
     };
@@ -202,6 +210,22 @@ pub fn assess(d: &Device, status: Status, now_ms: i64, missing: u64, t: &Thresho
         "swap",
         pct,
     );
+    if let (Some(policy), Some(firmware)) = (policy, d.info("firmware")) {
+        for finding in policy.check(d.tag_or_info("model"), firmware) {
+            match finding {
+                Finding::Vulnerable { advisory, range } => c.add(
+                    Level::Critical,
+                    "firmware_vulnerable",
+                    format!("firmware {firmware} is vulnerable: {advisory} ({range})"),
+                ),
+                Finding::BelowMinimum { minimum } => c.add(
+                    Level::Warning,
+                    "firmware_outdated",
+                    format!("firmware {firmware} is below the minimum {minimum}"),
+                ),
+            }
+        }
+    }
     if missing > 0 {
         c.add(
             Level::Warning,
@@ -262,7 +286,7 @@ mod tests {
             ("battery_charge_ratio", "battery", "BAT0", 0.8),
             ("temperature_celsius", "sensor", "cpu", 45.0),
         ]);
-        let h = assess(&d, Status::Online, 0, 0, &Thresholds::default());
+        let h = assess(&d, Status::Online, 0, 0, &Thresholds::default(), None);
         assert_eq!(h.level, Level::Ok);
         assert!(h.reasons.is_empty());
     }
@@ -276,7 +300,7 @@ mod tests {
             ("temperature_celsius", "sensor", "soc", 83.2),
             ("filesystem_used_ratio", "mountpoint", "/data", 0.92),
         ]);
-        let h = assess(&d, Status::Online, 0, 2, &Thresholds::default());
+        let h = assess(&d, Status::Online, 0, 2, &Thresholds::default(), None);
         assert_eq!(h.level, Level::Critical);
         let messages: Vec<&str> = h.reasons.iter().map(|r| r.message.as_str()).collect();
         assert_eq!(
@@ -300,6 +324,7 @@ mod tests {
             0,
             0,
             &Thresholds::default(),
+            None,
         );
         assert_eq!(h.level, Level::Critical);
         assert_eq!(h.reasons[0].check, "offline");

@@ -6,12 +6,14 @@
 //! - [`integrity`]: received, duplicate, missing, out of order, late, corrupt, device drops.
 //! - [`timing`]: clock skew and data latency.
 //! - [`tags`]: site, group, model, position — set by operators, attached as labels.
+//! - [`firmware`]: the firmware policy — minimum versions, vulnerable ranges.
 //! - [`health`]: ok / warning / critical with reasons.
 //!
 //! The registry is rebuilt from the WAL on start (batches and integrity events); connection
 //! state starts empty, so every device starts offline.
 
 pub mod availability;
+pub mod firmware;
 pub mod health;
 pub mod integrity;
 pub mod tags;

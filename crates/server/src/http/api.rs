@@ -74,7 +74,14 @@ fn view(id: &str, d: &Device, st: &State, now_ms: i64, detail: bool) -> DeviceVi
     DeviceView {
         id: id.to_owned(),
         status,
-        health: health::assess(d, status, now_ms, integrity.missing, &st.thresholds),
+        health: health::assess(
+            d,
+            status,
+            now_ms,
+            integrity.missing,
+            &st.thresholds,
+            st.firmware_policy.as_ref(),
+        ),
         tags: d.tags.clone(),
         model: d.tag_or_info("model").map(str::to_owned),
         firmware: d.info("firmware").map(str::to_owned),
