@@ -106,61 +106,132 @@ pub fn is_block_name(name: &str) -> bool {
     name.starts_with("block-") && name.ends_with(".blk")
 }
 
-/// Encodes a block; each series also gets rollup rows at each of `rollups` (ms).
-pub fn encode_block(seq: u64, level: u8, series: &[SeriesInput], rollups: &[i64]) -> Vec<u8> {
-    let min_t = series
-        .iter()
-        .filter_map(|s| s.samples.first())
-        .map(|s| s.0)
-        .min()
-        .unwrap_or(0);
-    let max_t = series
-        .iter()
-        .filter_map(|s| s.samples.last())
-        .map(|s| s.0)
-        .max()
-        .unwrap_or(0);
-    let mut out = BLOCK_MAGIC.to_vec();
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.push(level);
-    out.extend_from_slice(&min_t.to_le_bytes());
-    out.extend_from_slice(&max_t.to_le_bytes());
-    let n = series.iter().filter(|s| !s.samples.is_empty()).count();
-    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
-    for s in series.iter().filter(|s| !s.samples.is_empty()) {
-        out.extend_from_slice(&s.id.to_le_bytes());
-        encode_labels(&mut out, &s.labels);
-        let count = u32::try_from(s.samples.len()).unwrap_or(u32::MAX);
+/// Offsets of the header fields patched by [`BlockWriter::finish`].
+const SEQ_AT: usize = 8;
+const MIN_T_AT: usize = 17;
+const MAX_T_AT: usize = 25;
+const COUNT_AT: usize = 33;
+const HEADER_BYTES: usize = 37;
+
+/// Writes a block one series at a time, so only the encoded bytes and the series being added
+/// are held, never every series' raw samples at once. The header fields that depend on the
+/// whole block (`seq`, `min_ts`, `max_ts`, the series count) are filled in by
+/// [`BlockWriter::finish`]; the bytes are exactly those of [`encode_block`] on the same series.
+#[derive(Debug)]
+pub struct BlockWriter {
+    out: Vec<u8>,
+    n: usize,
+    min_t: Option<i64>,
+    max_t: Option<i64>,
+    rollups: Vec<i64>,
+}
+
+impl BlockWriter {
+    /// An empty block of `level`; each series also gets rollup rows at each of `rollups` (ms).
+    pub fn new(level: u8, rollups: &[i64]) -> Self {
+        let mut out = Vec::with_capacity(HEADER_BYTES);
+        out.extend_from_slice(BLOCK_MAGIC);
+        out.extend_from_slice(&0u64.to_le_bytes());
+        out.push(level);
+        out.extend_from_slice(&0i64.to_le_bytes());
+        out.extend_from_slice(&0i64.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        Self {
+            out,
+            n: 0,
+            min_t: None,
+            max_t: None,
+            rollups: rollups.iter().take(usize::from(u8::MAX)).copied().collect(),
+        }
+    }
+
+    /// Appends one series (samples sorted by time, one per timestamp); empty ones are skipped.
+    pub fn add(&mut self, id: SeriesId, labels: &Labels, samples: &[(i64, f64)]) {
+        let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+            return;
+        };
+        self.n += 1;
+        self.min_t = Some(self.min_t.map_or(first.0, |m| m.min(first.0)));
+        self.max_t = Some(self.max_t.map_or(last.0, |m| m.max(last.0)));
+        let out = &mut self.out;
+        out.extend_from_slice(&id.to_le_bytes());
+        encode_labels(out, labels);
+        let count = u32::try_from(samples.len()).unwrap_or(u32::MAX);
         out.extend_from_slice(&count.to_le_bytes());
-        out.extend_from_slice(&s.samples[0].0.to_le_bytes());
-        out.extend_from_slice(&s.samples[s.samples.len() - 1].0.to_le_bytes());
-        let (encoding, data) = encode_samples(&s.samples);
+        out.extend_from_slice(&first.0.to_le_bytes());
+        out.extend_from_slice(&last.0.to_le_bytes());
+        let (encoding, data) = encode_samples(samples);
         out.push(encoding);
         out.extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_le_bytes());
         out.extend_from_slice(&data);
-        let worth: Vec<(i64, Vec<Row>)> = rollups
+        let worth: Vec<(i64, Vec<Row>)> = self
+            .rollups
             .iter()
-            .take(usize::from(u8::MAX))
-            .map(|&res| (res, rollup::compute(&s.samples, res)))
-            .filter(|(_, rows)| rollup::worth_storing(rows.len(), s.samples.len()))
+            .map(|&res| (res, rollup::compute(samples, res)))
+            .filter(|(_, rows)| rollup::worth_storing(rows.len(), samples.len()))
             .collect();
         out.push(worth.len() as u8);
+        let mut bytes = Vec::new();
         for (res, rows) in worth {
-            {
-                let rows = {
-                    let mut bytes = Vec::new();
-                    rollup::encode_rows(&mut bytes, &rows);
-                    bytes
-                };
-                out.extend_from_slice(&res.to_le_bytes());
-                out.extend_from_slice(&u32::try_from(rows.len()).unwrap_or(u32::MAX).to_le_bytes());
-                out.extend_from_slice(&rows);
-            }
+            bytes.clear();
+            rollup::encode_rows(&mut bytes, &rows);
+            out.extend_from_slice(&res.to_le_bytes());
+            out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
+            out.extend_from_slice(&bytes);
         }
     }
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+
+    /// Series written so far.
+    pub fn series(&self) -> usize {
+        self.n
+    }
+
+    /// Time span of the samples written so far (`(0, 0)` when none).
+    pub fn span(&self) -> (i64, i64) {
+        (self.min_t.unwrap_or(0), self.max_t.unwrap_or(0))
+    }
+
+    /// Fills in the header, appends the checksum and returns the block's bytes.
+    pub fn finish(mut self, seq: u64) -> Vec<u8> {
+        let (min_t, max_t) = self.span();
+        let n = u32::try_from(self.n).unwrap_or(u32::MAX);
+        self.out[SEQ_AT..SEQ_AT + 8].copy_from_slice(&seq.to_le_bytes());
+        self.out[MIN_T_AT..MIN_T_AT + 8].copy_from_slice(&min_t.to_le_bytes());
+        self.out[MAX_T_AT..MAX_T_AT + 8].copy_from_slice(&max_t.to_le_bytes());
+        self.out[COUNT_AT..COUNT_AT + 4].copy_from_slice(&n.to_le_bytes());
+        let crc = crc32c::crc32c(&self.out);
+        self.out.extend_from_slice(&crc.to_le_bytes());
+        self.out
+    }
+}
+
+/// Encodes a block; each series also gets rollup rows at each of `rollups` (ms).
+pub fn encode_block(seq: u64, level: u8, series: &[SeriesInput], rollups: &[i64]) -> Vec<u8> {
+    let mut w = BlockWriter::new(level, rollups);
+    for s in series {
+        w.add(s.id, &s.labels, &s.samples);
+    }
+    w.finish(seq)
+}
+
+/// Sorts samples by time and keeps, per timestamp, the last one in the input order (last write
+/// wins), as inserting them one by one into a `BTreeMap` would. Runs already sorted cost a
+/// linear merge.
+pub fn last_write_wins(samples: &mut Vec<(i64, f64)>) {
+    if samples.windows(2).any(|w| w[0].0 >= w[1].0) {
+        // Stable: equal timestamps keep their input order, so the last one is the latest write.
+        samples.sort_by_key(|s| s.0);
+        let mut kept = 0usize;
+        for i in 0..samples.len() {
+            if kept > 0 && samples[kept - 1].0 == samples[i].0 {
+                samples[kept - 1] = samples[i];
+            } else {
+                samples[kept] = samples[i];
+                kept += 1;
+            }
+        }
+        samples.truncate(kept);
+    }
 }
 
 impl Block {
@@ -390,6 +461,109 @@ mod tests {
                 samples: vec![(5, 1.0), (6, 2.0)],
             },
         ]
+    }
+
+    /// The encoder before `BlockWriter`, kept as the reference for the format: each series also gets rollup rows at each of `rollups` (ms).
+    fn encode_block_before(
+        seq: u64,
+        level: u8,
+        series: &[SeriesInput],
+        rollups: &[i64],
+    ) -> Vec<u8> {
+        let min_t = series
+            .iter()
+            .filter_map(|s| s.samples.first())
+            .map(|s| s.0)
+            .min()
+            .unwrap_or(0);
+        let max_t = series
+            .iter()
+            .filter_map(|s| s.samples.last())
+            .map(|s| s.0)
+            .max()
+            .unwrap_or(0);
+        let mut out = BLOCK_MAGIC.to_vec();
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.push(level);
+        out.extend_from_slice(&min_t.to_le_bytes());
+        out.extend_from_slice(&max_t.to_le_bytes());
+        let n = series.iter().filter(|s| !s.samples.is_empty()).count();
+        out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+        for s in series.iter().filter(|s| !s.samples.is_empty()) {
+            out.extend_from_slice(&s.id.to_le_bytes());
+            encode_labels(&mut out, &s.labels);
+            let count = u32::try_from(s.samples.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&count.to_le_bytes());
+            out.extend_from_slice(&s.samples[0].0.to_le_bytes());
+            out.extend_from_slice(&s.samples[s.samples.len() - 1].0.to_le_bytes());
+            let (encoding, data) = encode_samples(&s.samples);
+            out.push(encoding);
+            out.extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_le_bytes());
+            out.extend_from_slice(&data);
+            let worth: Vec<(i64, Vec<Row>)> = rollups
+                .iter()
+                .take(usize::from(u8::MAX))
+                .map(|&res| (res, rollup::compute(&s.samples, res)))
+                .filter(|(_, rows)| rollup::worth_storing(rows.len(), s.samples.len()))
+                .collect();
+            out.push(worth.len() as u8);
+            for (res, rows) in worth {
+                {
+                    let rows = {
+                        let mut bytes = Vec::new();
+                        rollup::encode_rows(&mut bytes, &rows);
+                        bytes
+                    };
+                    out.extend_from_slice(&res.to_le_bytes());
+                    out.extend_from_slice(
+                        &u32::try_from(rows.len()).unwrap_or(u32::MAX).to_le_bytes(),
+                    );
+                    out.extend_from_slice(&rows);
+                }
+            }
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn streamed_writer_writes_the_same_bytes_as_before() {
+        let mut series = input();
+        series.push(SeriesInput {
+            id: 9,
+            labels: Labels::from_metric("dense", [("device", "b")]).unwrap(),
+            samples: (0..5000)
+                .map(|i| (-7_000 + i * 2_000, (i % 17) as f64 * 0.5))
+                .collect(),
+        });
+        series.push(SeriesInput {
+            id: 2,
+            labels: Labels::from_metric("empty", [("device", "c")]).unwrap(),
+            samples: Vec::new(),
+        });
+        for rollups in [&[][..], &rollup::RESOLUTIONS_MS[..], &[1_000, 60_000][..]] {
+            for level in [0, 1] {
+                assert_eq!(
+                    encode_block(77, level, &series, rollups),
+                    encode_block_before(77, level, &series, rollups)
+                );
+            }
+        }
+        assert_eq!(
+            encode_block(1, 0, &[], &[]),
+            encode_block_before(1, 0, &[], &[])
+        );
+    }
+
+    #[test]
+    fn last_write_wins_keeps_the_latest_of_equal_timestamps() {
+        let mut v = vec![(1, 1.0), (3, 1.0), (2, 2.0), (3, 2.0), (1, 3.0), (0, 4.0)];
+        last_write_wins(&mut v);
+        assert_eq!(v, vec![(0, 4.0), (1, 3.0), (2, 2.0), (3, 2.0)]);
+        let mut sorted = vec![(1, 1.0), (2, 2.0)];
+        last_write_wins(&mut sorted);
+        assert_eq!(sorted, vec![(1, 1.0), (2, 2.0)]);
     }
 
     #[test]

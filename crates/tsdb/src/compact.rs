@@ -6,10 +6,10 @@
 //! The merged block takes the highest `seq` of its inputs: every block overlapping the window is
 //! an input, so no other block can rank between them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::block::{Block, SeriesInput};
+use crate::block::{Block, BlockWriter, SeriesInput, last_write_wins};
 use crate::index::SeriesId;
 use crate::rollup::floor;
 use crate::series::Labels;
@@ -38,25 +38,66 @@ pub fn plan(blocks: &[Arc<Block>], window_ms: i64, now: i64) -> Vec<Vec<Arc<Bloc
         .collect()
 }
 
-/// Merges blocks (ascending `seq`) into one sample set per series, later blocks winning.
-/// `labels` names the series (from the index); series it does not know are dropped.
-pub fn merge(blocks: &[Arc<Block>], labels: &HashMap<SeriesId, Labels>) -> Vec<SeriesInput> {
-    let mut series: BTreeMap<SeriesId, BTreeMap<i64, f64>> = BTreeMap::new();
-    for b in blocks {
-        for id in b.series_ids() {
-            b.range_into(id, i64::MIN, i64::MAX, series.entry(id).or_default());
+/// One series' samples merged across blocks (ascending `seq`): sorted by time, one per
+/// timestamp, a later block winning on equal timestamps. Only this series is decoded.
+pub fn merge_series(blocks: &[Arc<Block>], id: SeriesId) -> Vec<(i64, f64)> {
+    let mut runs = blocks.iter().filter(|b| b.series_span(id).is_some());
+    let Some(first) = runs.next() else {
+        return Vec::new();
+    };
+    let mut samples = first.samples_of(id);
+    for b in runs {
+        // Each block's run is sorted: appending them in `seq` order and sorting stably merges
+        // the runs and keeps, among equal timestamps, the highest `seq` last.
+        samples.extend(b.samples_of(id));
+    }
+    last_write_wins(&mut samples);
+    samples
+}
+
+/// Streams the merge of blocks (ascending `seq`) series by series, in ascending id order:
+/// calls `each` with every series' id, labels and merged samples, holding one series at a
+/// time. `labels` names the series (from the index); series it does not know are dropped.
+pub fn merge_each(
+    blocks: &[Arc<Block>],
+    labels: &HashMap<SeriesId, Labels>,
+    mut each: impl FnMut(SeriesId, &Labels, &[(i64, f64)]),
+) {
+    let ids: BTreeSet<SeriesId> = blocks.iter().flat_map(|b| b.series_ids()).collect();
+    for id in ids {
+        let Some(l) = labels.get(&id) else { continue };
+        let samples = merge_series(blocks, id);
+        if !samples.is_empty() {
+            each(id, l, &samples);
         }
     }
-    series
-        .into_iter()
-        .filter_map(|(id, samples)| {
-            Some(SeriesInput {
-                id,
-                labels: labels.get(&id)?.clone(),
-                samples: samples.into_iter().collect(),
-            })
-        })
-        .collect()
+}
+
+/// Merges blocks (ascending `seq`) into one sample set per series, later blocks winning,
+/// all in memory at once (tests and tools; compaction streams with [`merge_each`]).
+pub fn merge(blocks: &[Arc<Block>], labels: &HashMap<SeriesId, Labels>) -> Vec<SeriesInput> {
+    let mut out = Vec::new();
+    merge_each(blocks, labels, |id, l, samples| {
+        out.push(SeriesInput {
+            id,
+            labels: l.clone(),
+            samples: samples.to_vec(),
+        });
+    });
+    out
+}
+
+/// Writes the merge of blocks (ascending `seq`) as one level-1 block with rollups at
+/// `rollups` (ms), one series at a time: peak memory is the largest series plus the encoded
+/// output, not the whole window. The block takes the inputs' highest `seq`.
+pub fn write_merged(
+    blocks: &[Arc<Block>],
+    labels: &HashMap<SeriesId, Labels>,
+    rollups: &[i64],
+) -> BlockWriter {
+    let mut w = BlockWriter::new(1, rollups);
+    merge_each(blocks, labels, |id, l, samples| w.add(id, l, samples));
+    w
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::backend::{Backend, FsBackend, write_atomic};
-use crate::block::{self, Block, SeriesInput, encode_block};
+use crate::block::{self, Block, BlockWriter};
 use crate::commit::GroupCommit;
 use crate::compact;
 use crate::head::{Head, Placed};
@@ -238,21 +238,6 @@ impl std::fmt::Debug for Db {
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
-}
-
-/// The time span of samples to be written as one block.
-fn span(inputs: &[SeriesInput]) -> (i64, i64) {
-    let lo = inputs
-        .iter()
-        .filter_map(|s| s.samples.first())
-        .map(|s| s.0)
-        .min();
-    let hi = inputs
-        .iter()
-        .filter_map(|s| s.samples.last())
-        .map(|s| s.0)
-        .max();
-    (lo.unwrap_or(0), hi.unwrap_or(0))
 }
 
 /// Milliseconds since the Unix epoch from the system clock.
@@ -639,32 +624,33 @@ impl Db {
         let _m = lock(&self.maintenance);
         let mut wal = lock(&self.wal);
         let mut st = lock(&self.state);
-        let snapshot = st.head.snapshot();
-        let mut windows: BTreeMap<i64, Vec<SeriesInput>> = BTreeMap::new();
-        for (id, samples) in snapshot {
+        // One series at a time from the head's chunks into one writer per window: only the
+        // encoded blocks and the series at hand are held, not an uncompressed copy of the head.
+        let window = self.options.block_window_ms;
+        let mut writers: BTreeMap<i64, BlockWriter> = BTreeMap::new();
+        st.head.each_series(|id, samples| {
             let Some(labels) = st.index.labels(id) else {
-                continue;
+                return;
             };
             let mut i = 0;
             while i < samples.len() {
-                let w = floor(samples[i].0, self.options.block_window_ms);
+                let w = floor(samples[i].0, window);
                 let j = i + samples[i..]
                     .iter()
-                    .take_while(|s| floor(s.0, self.options.block_window_ms) == w)
+                    .take_while(|s| floor(s.0, window) == w)
                     .count();
-                windows.entry(w).or_default().push(SeriesInput {
-                    id,
-                    labels: labels.clone(),
-                    samples: samples[i..j].to_vec(),
-                });
+                writers
+                    .entry(w)
+                    .or_insert_with(|| BlockWriter::new(0, &[]))
+                    .add(id, &labels, &samples[i..j]);
                 i = j;
             }
-        }
+        });
         let mut written = Vec::new();
-        for inputs in windows.values() {
+        for writer in writers.into_values() {
             let seq = st.next_seq + written.len() as u64;
-            let bytes = encode_block(seq, 0, inputs, &[]);
-            let (lo, hi) = span(inputs);
+            let (lo, hi) = writer.span();
+            let bytes = writer.finish(seq);
             let name = block::block_name(seq, lo, hi);
             let result = write_atomic(&*self.backend, &name, &bytes)
                 .map_err(|e| e.to_string())
@@ -727,10 +713,12 @@ impl Db {
                     .filter_map(|id| Some((id, st.index.labels(id)?)))
                     .collect()
             };
-            let inputs = compact::merge(group, &labels);
+            // Streams series by series: the window's samples are never all in memory.
+            let writer = compact::write_merged(group, &labels, &self.options.rollup_resolutions_ms);
+            drop(labels);
             let seq = group.iter().map(|b| b.seq).max().unwrap_or(0);
-            let bytes = encode_block(seq, 1, &inputs, &self.options.rollup_resolutions_ms);
-            let (lo, hi) = span(&inputs);
+            let (lo, hi) = writer.span();
+            let bytes = writer.finish(seq);
             let name = format!("block-{seq:016}-{lo}-{hi}-c{}.blk", group.len());
             write_atomic(&*self.backend, &name, &bytes)?;
             let b = Block::written(self.backend.clone(), &name, &bytes)

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::block::last_write_wins;
 use crate::chunk::{Decoder, Encoder};
 use crate::index::SeriesId;
 use crate::ooo::OooBuffer;
@@ -95,6 +96,27 @@ impl SeriesHead {
         if let Some(ooo) = &self.ooo {
             take(&mut ooo.range(start, end));
         }
+    }
+
+    /// All samples, sorted and deduplicated (later writes win), decoded from the chunks.
+    fn samples(&self) -> Vec<(i64, f64)> {
+        let ooo = self.ooo.as_ref().map_or(0, |o| o.len());
+        let count = self.closed.iter().map(|c| c.count as usize).sum::<usize>()
+            + self.open.count() as usize
+            + ooo;
+        let mut out = Vec::with_capacity(count);
+        for c in &self.closed {
+            out.extend(Decoder::new(&c.data, c.count));
+        }
+        if self.open.count() > 0 {
+            out.extend(Decoder::new(self.open.bytes(), self.open.count()));
+        }
+        if let Some(ooo) = &self.ooo {
+            // Arrival order: appended after the chunks, a rewrite ends up last and wins.
+            out.extend(ooo.range(i64::MIN, i64::MAX));
+        }
+        last_write_wins(&mut out);
+        out
     }
 
     fn is_empty(&self) -> bool {
@@ -215,6 +237,19 @@ impl Head {
         out
     }
 
+    /// Calls `each` with every series that has samples, in id order, and its samples sorted
+    /// and deduplicated (later writes win) — decoded one series at a time, for writing blocks
+    /// without an uncompressed copy of the whole head.
+    pub fn each_series(&self, mut each: impl FnMut(SeriesId, Vec<(i64, f64)>)) {
+        for (idx, s) in self.series.iter().enumerate() {
+            let Some(s) = s else { continue };
+            if s.is_empty() {
+                continue;
+            }
+            each(idx as SeriesId, s.samples());
+        }
+    }
+
     /// Drops all samples, keeping last values.
     pub fn clear_samples(&mut self) {
         for s in self.series.iter_mut().flatten() {
@@ -289,6 +324,9 @@ mod tests {
             h.snapshot(),
             vec![(0, vec![(10, 9.0), (20, 2.0), (30, 4.0)])]
         );
+        let mut each = Vec::new();
+        h.each_series(|id, samples| each.push((id, samples)));
+        assert_eq!(each, h.snapshot());
         h.clear_samples();
         assert!(h.snapshot().is_empty());
         assert_eq!(h.last(0), Some((30, 4.0)));
