@@ -89,6 +89,15 @@ pub struct ServerArgs {
     /// Firmware policy file: minimum versions per model, vulnerable ranges (TOML).
     #[arg(long, env = "FLEETMON_FIRMWARE_POLICY")]
     pub firmware_policy: Option<PathBuf>,
+    /// PromQL: how far back an instant selector looks for a sample [default: 5m].
+    #[arg(long, env = "FLEETMON_QUERY_LOOKBACK", value_parser = parse_duration)]
+    pub query_lookback: Option<Duration>,
+    /// PromQL: most samples one query may load or produce [default: 10000000].
+    #[arg(long, env = "FLEETMON_QUERY_MAX_SAMPLES")]
+    pub query_max_samples: Option<usize>,
+    /// PromQL: longest a query may run [default: 2m].
+    #[arg(long, env = "FLEETMON_QUERY_TIMEOUT", value_parser = parse_duration)]
+    pub query_timeout: Option<Duration>,
 }
 
 impl ServerArgs {
@@ -137,6 +146,26 @@ impl ServerArgs {
             None => from_file_duration("storage.retention", &sto.retention)?,
         };
         let retention_bytes = self.retention_bytes.or(sto.retention_bytes);
+        let qry = &file.query;
+        let query_lookback = match self.query_lookback {
+            Some(d) => d,
+            None => from_file_duration("query.lookback", &qry.lookback)?.unwrap_or(
+                Duration::from_millis(defaults.query.lookback_ms.unsigned_abs()),
+            ),
+        };
+        let query_timeout = match self.query_timeout {
+            Some(d) => d,
+            None => {
+                from_file_duration("query.timeout", &qry.timeout)?.unwrap_or(defaults.query.timeout)
+            }
+        };
+        let query_max_samples = self
+            .query_max_samples
+            .or(qry.max_samples)
+            .unwrap_or(defaults.query.max_samples);
+        if query_lookback.is_zero() || query_timeout.is_zero() || query_max_samples == 0 {
+            bail!("query lookback, timeout and max samples must be greater than zero");
+        }
         let max_payload_bytes = self
             .max_payload_bytes
             .or(srv.max_payload_bytes)
@@ -184,6 +213,12 @@ impl ServerArgs {
             firmware_policy: self
                 .firmware_policy
                 .or_else(|| file.health.firmware_policy.clone()),
+            query: fleetmon_promql::Options {
+                lookback_ms: i64::try_from(query_lookback.as_millis()).unwrap_or(i64::MAX),
+                max_samples: query_max_samples,
+                timeout: query_timeout,
+                ..defaults.query.clone()
+            },
         })
     }
 }

@@ -36,6 +36,14 @@ max_payload_bytes = 1048576
 # Size at which a new ingest WAL segment starts, in bytes.
 wal_segment_bytes = 67108864
 
+[query]
+# PromQL: how far back an instant selector looks for a sample.
+lookback = "5m"
+# Most samples one query may load or produce; more is an error (HTTP 422), never an OOM.
+max_samples = 10000000
+# Longest a query may run (HTTP 503 after it).
+timeout = "2m"
+
 [health]
 # Minimum firmware per model and vulnerable version ranges (see docs/health.md), if any.
 # firmware_policy = "/etc/fleetmon/firmware-policy.toml"
@@ -50,6 +58,16 @@ pub struct ConfigFile {
     pub storage: StorageSection,
     #[serde(default)]
     pub health: HealthSection,
+    #[serde(default)]
+    pub query: QuerySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuerySection {
+    pub lookback: Option<String>,
+    pub max_samples: Option<usize>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

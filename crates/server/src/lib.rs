@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub tsdb: fleetmon_tsdb::Options,
     /// Minimum firmware versions and vulnerable ranges (a TOML file), if any.
     pub firmware_policy: Option<PathBuf>,
+    /// PromQL: lookback, most samples per query, timeout.
+    pub query: fleetmon_promql::Options,
 }
 
 impl ServerConfig {
@@ -78,6 +80,7 @@ impl ServerConfig {
             wal: WalOptions::default(),
             tsdb: fleetmon_tsdb::Options::default(),
             firmware_policy: None,
+            query: fleetmon_promql::Options::default(),
         }
     }
 }
@@ -166,6 +169,7 @@ impl Server {
             ms(config.offline_after),
         );
         state.missing_grace_ms = ms(config.missing_grace);
+        state.query = config.query.clone();
         if let Some(path) = &config.firmware_policy {
             state.firmware_policy = Some(fleet::firmware::Policy::load(path)?);
         }

@@ -25,6 +25,8 @@ pub struct State {
     pub missing_grace_ms: i64,
     pub thresholds: Thresholds,
     pub firmware_policy: Option<crate::fleet::firmware::Policy>,
+    /// PromQL engine options: lookback, sample limit, timeout.
+    pub query: fleetmon_promql::Options,
     /// Where device tags are kept (`DATA_DIR/tags.json`); none in unit tests.
     pub tags_path: Option<std::path::PathBuf>,
 }
@@ -46,6 +48,7 @@ impl State {
             missing_grace_ms: 120_000,
             thresholds: Thresholds::default(),
             firmware_policy: None,
+            query: fleetmon_promql::Options::default(),
             tags_path: None,
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod error;
+pub mod prometheus;
 pub mod web;
 
 use std::sync::Arc;
@@ -47,6 +48,35 @@ pub fn router(app: AppState) -> Router {
         .route(
             "/api/v1/ingest",
             post(api::ingest).layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .route(
+            "/prometheus/api/v1/query",
+            get(prometheus::query).post(prometheus::query),
+        )
+        .route(
+            "/prometheus/api/v1/query_range",
+            get(prometheus::query_range).post(prometheus::query_range),
+        )
+        .route(
+            "/prometheus/api/v1/series",
+            get(prometheus::series).post(prometheus::series),
+        )
+        .route(
+            "/prometheus/api/v1/labels",
+            get(prometheus::labels).post(prometheus::labels),
+        )
+        .route(
+            "/prometheus/api/v1/label/{name}/values",
+            get(prometheus::label_values),
+        )
+        .route("/prometheus/api/v1/metadata", get(prometheus::metadata))
+        .route(
+            "/prometheus/api/v1/status/buildinfo",
+            get(prometheus::buildinfo),
+        )
+        .route(
+            "/prometheus/api/v1/format_query",
+            get(prometheus::format_query).post(prometheus::format_query),
         )
         .fallback(api::not_found)
         .with_state(app)

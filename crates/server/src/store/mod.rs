@@ -73,6 +73,20 @@ pub trait SampleStore: Send + Sync {
     /// The newest point of every matching series.
     fn last_values(&self, selector: &Selector) -> Vec<(SeriesKey, Point)>;
     fn stats(&self) -> StoreStats;
+    /// Points of every series matching the engine's `matchers` (all four kinds, on `__name__`
+    /// too) with `start_ms <= ts_ms <= end_ms`; what PromQL selectors read.
+    fn select_matching(
+        &self,
+        matchers: &[fleetmon_tsdb::Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Vec<fleetmon_tsdb::SeriesPoints>;
+    /// Label sets (`__name__` included) of the matching series.
+    fn series_matching(&self, matchers: &[fleetmon_tsdb::Matcher]) -> Vec<fleetmon_tsdb::Labels>;
+    /// Label names used by the matching series (all with no matchers).
+    fn label_names(&self, matchers: &[fleetmon_tsdb::Matcher]) -> Vec<String>;
+    /// Values of label `name` among the matching series.
+    fn label_values(&self, name: &str, matchers: &[fleetmon_tsdb::Matcher]) -> Vec<String>;
     /// Housekeeping: flush, compact, apply retention. Called now and then.
     fn maintain(&self, now_ms: i64) -> Result<(), StoreError>;
 }

@@ -120,6 +120,27 @@ impl SampleStore for TsdbStore {
     fn maintain(&self, now_ms: i64) -> Result<(), StoreError> {
         Ok(self.db.maintain(now_ms)?)
     }
+
+    fn select_matching(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Vec<fleetmon_tsdb::SeriesPoints> {
+        self.db.select(matchers, start_ms, end_ms)
+    }
+
+    fn series_matching(&self, matchers: &[Matcher]) -> Vec<Labels> {
+        self.db.series(matchers)
+    }
+
+    fn label_names(&self, matchers: &[Matcher]) -> Vec<String> {
+        self.db.label_names(matchers)
+    }
+
+    fn label_values(&self, name: &str, matchers: &[Matcher]) -> Vec<String> {
+        self.db.label_values(name, matchers)
+    }
 }
 
 #[cfg(test)]
@@ -163,5 +184,37 @@ mod tests {
         let store = TsdbStore::open(dir.path(), Options::default()).unwrap();
         assert_eq!(store.select(&sel, i64::MIN, i64::MAX)[0].points.len(), 2);
         assert_eq!(store.stats().series, 2);
+    }
+
+    #[test]
+    fn matcher_reads_for_the_query_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TsdbStore::open(dir.path(), Options::default()).unwrap();
+        let now = fleetmon_tsdb::db::system_clock();
+        let p = |v: f64| Point {
+            ts_ms: now - 1_000,
+            value: v,
+        };
+        store
+            .append(&[
+                (key("m", "d1"), p(1.0)),
+                (key("m", "d2"), p(2.0)),
+                (key("n", "d1"), p(3.0)),
+            ])
+            .unwrap();
+        let re = Matcher::new("device", fleetmon_tsdb::MatchOp::Regex, "d[2-9]").unwrap();
+        let got = store.select_matching(&[Matcher::metric("m"), re], now - 10_000, now);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].labels.get("device"), Some("d2"));
+        assert_eq!(
+            store.series_matching(&[Matcher::eq("device", "d1")]).len(),
+            2
+        );
+        assert_eq!(store.label_names(&[]), vec!["__name__", "device"]);
+        assert_eq!(store.label_values("__name__", &[]), vec!["m", "n"]);
+        assert_eq!(
+            store.label_values("device", &[Matcher::metric("n")]),
+            vec!["d1"]
+        );
     }
 }

@@ -1,0 +1,31 @@
+//! fleetmon's PromQL engine: queries are parsed by the `promql-parser` crate and evaluated
+//! here, over any [`Source`] of samples (the tsdb's [`fleetmon_tsdb::Db`], or the server's
+//! store), with Prometheus 2.x semantics.
+//!
+//! # Layout
+//! - [`engine`]: [`Engine`], instant and range queries, and the result checks.
+//! - [`source`]: the [`Source`] trait the engine reads through.
+//! - `eval`: one expression at one time; selectors, `offset`/`@`, lookback, subqueries.
+//! - [`functions`]: calls, one file per family; [`aggregate`]: `sum by (...)` and friends;
+//!   [`binary`]: operators and vector matching.
+//! - [`value`]: scalars, vectors, matrices; [`limits`]: options and the per-query budget;
+//!   [`error`]: what can go wrong.
+//!
+//! Supported language and semantics are listed in `docs/promql.md`.
+
+pub mod aggregate;
+pub mod binary;
+pub mod engine;
+pub mod error;
+mod eval;
+pub mod functions;
+pub mod limits;
+pub mod params;
+pub mod source;
+pub mod value;
+
+pub use engine::{Engine, parse};
+pub use error::Error;
+pub use limits::Options;
+pub use source::Source;
+pub use value::{LabelSet, Sample, Series, Value, format_value};
