@@ -15,7 +15,7 @@ use promql_parser::parser::{AggregateExpr, LabelModifier};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluator, valid_label_name};
 use crate::functions::range::{extreme, incremental_mean, variance};
-use crate::value::{LabelSet, METRIC_NAME, Sample, Value, format_value};
+use crate::value::{LabelSet, Sample, Value, format_value, project};
 
 /// Prometheus's `quantile`: linear interpolation between the closest ranks; `phi` outside
 /// `[0, 1]` gives `-Inf`/`+Inf`, no values `NaN`.
@@ -42,16 +42,7 @@ pub fn quantile(phi: f64, mut values: Vec<f64>) -> f64 {
 fn group_key(labels: &LabelSet, modifier: &Option<LabelModifier>) -> LabelSet {
     match modifier {
         None => LabelSet::new(),
-        Some(LabelModifier::Include(ls)) => labels
-            .iter()
-            .filter(|(k, _)| ls.labels.iter().any(|l| l == *k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        Some(LabelModifier::Exclude(ls)) => labels
-            .iter()
-            .filter(|(k, _)| *k != METRIC_NAME && !ls.labels.iter().any(|l| l == *k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        Some(m) => project(labels, m).collect(),
     }
 }
 

@@ -12,7 +12,7 @@ use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
 use crate::error::{Error, Result};
 use crate::eval::Evaluator;
-use crate::value::{LabelSet, METRIC_NAME, Sample, Value, drop_name};
+use crate::value::{LabelSet, METRIC_NAME, Sample, Value, drop_name, project};
 
 /// Applies `op`: (value, keep). Comparisons return the left value and whether it holds.
 pub fn apply(op: TokenId, l: f64, r: f64) -> Result<(f64, bool)> {
@@ -46,16 +46,7 @@ fn drops_name(op: TokenId) -> bool {
 /// The matching signature of an element.
 fn signature(labels: &LabelSet, matching: Option<&LabelModifier>) -> Vec<(String, String)> {
     match matching {
-        Some(LabelModifier::Include(ls)) => labels
-            .iter()
-            .filter(|(k, _)| ls.labels.iter().any(|l| l == *k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        Some(LabelModifier::Exclude(ls)) => labels
-            .iter()
-            .filter(|(k, _)| *k != METRIC_NAME && !ls.labels.iter().any(|l| l == *k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        Some(m) => project(labels, m).collect(),
         None => labels
             .iter()
             .filter(|(k, _)| *k != METRIC_NAME)

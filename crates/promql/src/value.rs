@@ -63,6 +63,23 @@ pub fn format_value(v: f64) -> String {
     }
 }
 
+/// The labels `by (...)`/`on (...)` keep, or that `without (...)`/`ignoring (...)` leave
+/// (never the metric name), as owned pairs.
+pub(crate) fn project(
+    labels: &LabelSet,
+    modifier: &promql_parser::parser::LabelModifier,
+) -> impl Iterator<Item = (String, String)> {
+    use promql_parser::parser::LabelModifier;
+    let keep = move |k: &str| match modifier {
+        LabelModifier::Include(ls) => ls.labels.iter().any(|l| l == k),
+        LabelModifier::Exclude(ls) => k != METRIC_NAME && !ls.labels.iter().any(|l| l == k),
+    };
+    labels
+        .iter()
+        .filter(move |(k, _)| keep(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
