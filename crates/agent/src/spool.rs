@@ -44,7 +44,9 @@
 //!   written here before anything is deleted, so a dropped batch never comes back. Acks are
 //!   written lazily (with the next drop, segment deletion or [`Spool::flush`]): after a crash
 //!   an acknowledged batch may be sent again, which the server counts as a duplicate and
-//!   stores once.
+//!   stores once. The exception is the ack of a batch with `dropped` > 0, which is written
+//!   before [`Spool::ack`] returns: the server has summed that count, and were the batch to
+//!   come back and then be dropped, its count would move on to a new seq and be reported twice.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -526,7 +528,8 @@ impl Spool {
     }
 
     /// The server acknowledged `seq`: it leaves the spool. Unknown seqs are ignored.
-    /// Returns whether it was live.
+    /// Returns whether it was live. The ack reaches the state file lazily, except when the
+    /// batch reported drops (see the module docs).
     pub fn ack(&mut self, seq: u64) -> Result<bool, SpoolError> {
         let Ok(i) = self.live.binary_search_by_key(&seq, |r| r.seq) else {
             return Ok(false);
@@ -536,7 +539,8 @@ impl Spool {
         };
         self.mark_removed(rec);
         self.dirty = true;
-        // A closed segment is deleted when it empties; the open tail is kept for appends.
+        // A closed segment is deleted when it empties (the state is written first); the open
+        // tail is kept for appends.
         let tail_id = self.segments.back().map(|s| s.id);
         if self
             .segments
@@ -544,6 +548,12 @@ impl Spool {
             .any(|s| s.live == 0 && Some(s.id) != tail_id)
         {
             self.delete_dead_segments(true)?;
+        } else if rec.dropped > 0 {
+            // The server has summed this batch's `dropped_before`. Were the ack lost in a
+            // crash, the batch would come back, and if the spool then filled up, dropping it
+            // would move its count to the next batch: those drops reported twice. Acks of
+            // batches that report drops are rare (one per spool-full episode), so write it now.
+            self.write_state()?;
         }
         Ok(true)
     }
