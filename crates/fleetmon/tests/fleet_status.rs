@@ -208,3 +208,32 @@ fn tags_health_filters_and_rollups() {
     assert_eq!(samples["series"][0]["labels"]["group"], "pilot");
     rt.block_on(server.shutdown());
 }
+
+#[test]
+fn battery_drain_and_time_to_empty() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&rt, dir.path());
+    let base = format!("http://{}", server.http_addr());
+    let ingest = format!("{base}/api/v1/ingest");
+    // A battery draining 5 % an hour for the last two hours, now at 70 %: empty in 14 h.
+    let now = fleetmon_tsdb::db::system_clock();
+    let history: Vec<Sample> = (0..=120)
+        .map(|m| {
+            let t = now - (120 - m) * 60_000;
+            let charge = 0.80 - 0.05 * (m as f64 / 60.0);
+            Sample::new("battery_charge_ratio", t, (charge * 100.0).round() / 100.0)
+                .with_label("battery", "BAT0")
+        })
+        .collect();
+    post(&ingest, &batch("bat1", history));
+    let (_, b) = get(&format!("{base}/api/v1/devices/bat1"));
+    let tte = b["battery"]["time_to_empty_seconds"]
+        .as_f64()
+        .expect("an estimate");
+    assert!((tte - 14.0 * 3600.0).abs() < 0.1 * 14.0 * 3600.0, "{b}");
+    assert!((b["battery"]["drain_ratio_per_hour"].as_f64().unwrap() - 0.05).abs() < 0.005);
+    assert_eq!(b["battery"]["charging"], false);
+
+    rt.block_on(server.shutdown());
+}

@@ -6,6 +6,7 @@
 //! - [`integrity`]: received, duplicate, missing, out of order, late, corrupt, device drops.
 //! - [`timing`]: clock skew and data latency.
 //! - [`tags`]: site, group, model, position — set by operators, attached as labels.
+//! - [`energy`]: battery drain rate and time to empty.
 //! - [`firmware`]: the firmware policy — minimum versions, vulnerable ranges.
 //! - [`health`]: ok / warning / critical with reasons.
 //!
@@ -13,6 +14,7 @@
 //! state starts empty, so every device starts offline.
 
 pub mod availability;
+pub mod energy;
 pub mod firmware;
 pub mod health;
 pub mod integrity;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::ApiError;
 use crate::fleet::availability::Transition;
+use crate::fleet::energy::{self, Estimate};
 use crate::fleet::health::{self, Health, Level};
 use crate::fleet::{Counts, Device, LastValue, Status, Tags, Transport, tags};
 use crate::ingest::Accepted;
@@ -66,6 +67,31 @@ pub struct DeviceView {
     /// Online/offline changes, oldest first (detail view only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub availability: Option<Vec<Transition>>,
+    /// Drain rate and time to empty of the battery that empties first, from the last 24 h of
+    /// `battery_charge_ratio` (detail view only, when the device has a battery).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub battery: Option<Estimate>,
+}
+
+/// Battery history looked at for the estimate.
+const BATTERY_WINDOW_MS: i64 = 24 * 3_600_000;
+
+fn battery(st: &State, device: &str, now_ms: i64) -> Option<Estimate> {
+    let selector = Selector {
+        metric: Some("battery_charge_ratio".to_owned()),
+        labels: BTreeMap::from([("device".to_owned(), device.to_owned())]),
+    };
+    st.store
+        .select(&selector, now_ms - BATTERY_WINDOW_MS, now_ms)
+        .iter()
+        .filter_map(|s| {
+            let points: Vec<(i64, f64)> = s.points.iter().map(|p| (p.ts_ms, p.value)).collect();
+            energy::estimate(&points)
+        })
+        .min_by(|a, b| {
+            let key = |e: &Estimate| e.time_to_empty_seconds.unwrap_or(f64::INFINITY);
+            key(a).total_cmp(&key(b))
+        })
 }
 
 fn view(id: &str, d: &Device, st: &State, now_ms: i64, detail: bool) -> DeviceView {
@@ -106,6 +132,11 @@ fn view(id: &str, d: &Device, st: &State, now_ms: i64, detail: bool) -> DeviceVi
         last_values: d.last_values(),
         seqs: detail.then(|| d.integrity.stored().ranges().to_vec()),
         availability: detail.then(|| d.availability.history().copied().collect()),
+        battery: if detail {
+            battery(st, id, now_ms)
+        } else {
+            None
+        },
     }
 }
 
