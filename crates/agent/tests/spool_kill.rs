@@ -121,7 +121,14 @@ fn kill_9_mid_append_then_a_torn_tail_loses_no_complete_record() {
             spool.next_seq() > last_next,
             "round {round}: the writer made progress"
         );
-        let state_moved_on = spool.next_seq() > seqs.last().map_or(0, |s| s + 1);
+        // The state file as the kill left it: if it already names a next seq past the newest
+        // record, the writer had finished that record and was making room for the next.
+        let state_next = fs::read(dir.path().join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["next_seq"].as_u64())
+            .unwrap_or(1);
+        let state_moved_on = seqs.last().is_some_and(|&s| state_next > s);
         drop(spool);
         if state_moved_on {
             // Killed while making room for the next batch, after the state file had moved
