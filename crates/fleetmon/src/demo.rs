@@ -20,6 +20,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         bail!("--interval {:?}: expected at least 10ms", args.interval);
     }
     let mut config = ServerConfig::local(&args.data_dir);
+    config.firmware_policy = Some(demo_firmware_policy(&args.data_dir)?);
     config.http_listen = free_or_ephemeral(args.http_listen);
     config.mqtt_listen = free_or_ephemeral(args.mqtt_listen);
     let server = Server::start(config, Arc::new(SystemClock))
@@ -97,4 +98,32 @@ fn free_or_ephemeral(addr: SocketAddr) -> SocketAddr {
             SocketAddr::new(addr.ip(), 0)
         }
     }
+}
+
+/// The demo's firmware policy, so the simulated fleet shows what a real one would: a
+/// vulnerable gateway release, an old Raspberry Pi image, battery sensors behind the minimum.
+/// Written once into the data directory; edit it there and restart to see the health change.
+const DEMO_FIRMWARE_POLICY: &str = r#"# fleetmon demo firmware policy (see docs/health.md). Edit and restart the demo.
+[[minimum]]
+model = "*"
+version = "1.5.0"
+
+[[vulnerable]]
+advisory = "FM-DEMO-0001 gateway TLS bypass"
+versions = ">=3.2.0, <3.2.1"
+
+[[vulnerable]]
+advisory = "FM-DEMO-0002 kernel privilege escalation"
+versions = ">=2024.06.0, <2024.09.0"
+"#;
+
+fn demo_firmware_policy(data_dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let path = data_dir.join("firmware-policy.toml");
+    if !path.exists() {
+        std::fs::write(&path, DEMO_FIRMWARE_POLICY)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(path)
 }

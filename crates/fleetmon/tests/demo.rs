@@ -109,6 +109,19 @@ fn demo_serves_its_url_and_resumes_without_duplicates_or_gaps() {
             .is_some_and(|s| s.starts_with("site-")),
         "{d}"
     );
+    // The demo's firmware policy is in force: every device on a listed release says so.
+    assert!(dir.path().join("firmware-policy.toml").exists());
+    let list = demo.devices();
+    for d in list["devices"].as_array().unwrap() {
+        let firmware = d["firmware"].as_str().unwrap_or_default();
+        let reasons = d["health"]["reasons"].to_string();
+        if firmware == "3.2.0" {
+            assert!(reasons.contains("FM-DEMO-0001"), "{d}");
+        }
+        if firmware == "1.4.2" {
+            assert!(reasons.contains("below the minimum 1.5.0"), "{d}");
+        }
+    }
     demo.stop();
 
     let demo = Demo::start(dir.path());
