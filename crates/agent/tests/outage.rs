@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{RunningAgent, ServerProcess, agent_config, free_addr, seq_ranges, wait_for};
+use common::{RunningAgent, agent_config, free_addr, seq_ranges, start_server, wait_for};
 use fleetmon_agent::spool::Spool;
 
 #[test]
@@ -16,7 +16,7 @@ fn every_batch_survives_a_server_outage_exactly_once_and_in_order() {
     let data = tempfile::tempdir().expect("test setup");
     let spool_dir = tempfile::tempdir().expect("test setup");
     let (http, mqtt) = (free_addr(), free_addr());
-    let mut server = ServerProcess::start(data.path(), http, mqtt);
+    let mut server = start_server(data.path(), http, mqtt);
     let device = "agent-outage";
     let agent = RunningAgent::start(agent_config(device, mqtt, spool_dir.path()));
 
@@ -37,7 +37,7 @@ fn every_batch_survives_a_server_outage_exactly_once_and_in_order() {
     // The agent kept collecting into its spool.
     let spooled = agent.stats.spool_bytes.load(Ordering::Relaxed);
     assert!(spooled > 0, "batches wait in the spool during the outage");
-    let server = ServerProcess::start(data.path(), http, mqtt);
+    let server = start_server(data.path(), http, mqtt);
 
     // The backlog drains: more than the outage's worth arrives, with no gap.
     let drained = wait_for(Duration::from_secs(30), || {
@@ -77,7 +77,7 @@ fn with_a_small_spool_the_servers_dropped_count_equals_the_agents() {
     let data = tempfile::tempdir().expect("test setup");
     let spool_dir = tempfile::tempdir().expect("test setup");
     let (http, mqtt) = (free_addr(), free_addr());
-    let mut server = ServerProcess::start(data.path(), http, mqtt);
+    let mut server = start_server(data.path(), http, mqtt);
     let device = "agent-small-spool";
     let mut config = agent_config(device, mqtt, spool_dir.path());
     // A few batches' worth: a 3 s outage at 10 batches/s overflows it.
@@ -92,7 +92,7 @@ fn with_a_small_spool_the_servers_dropped_count_equals_the_agents() {
     std::thread::sleep(Duration::from_secs(3));
     let dropped = agent.stats.spool_dropped.load(Ordering::Relaxed);
     assert!(dropped > 0, "the outage overflowed the spool");
-    let server = ServerProcess::start(data.path(), http, mqtt);
+    let server = start_server(data.path(), http, mqtt);
 
     // Drops are reported in the next batch's dropped_before; the server sums them.
     let mut last = (0, 0, serde_json::Value::Null);
@@ -133,7 +133,7 @@ fn while_mqtt_is_unreachable_batches_go_over_http() {
     let data = tempfile::tempdir().unwrap();
     let spool_dir = tempfile::tempdir().unwrap();
     let (http, mqtt) = (free_addr(), free_addr());
-    let server = ServerProcess::start(data.path(), http, mqtt);
+    let server = start_server(data.path(), http, mqtt);
     let device = "agent-http";
     // MQTT points at a port nobody listens on.
     let mut config = agent_config(device, free_addr(), spool_dir.path());

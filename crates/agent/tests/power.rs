@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{RunningAgent, ServerProcess, agent_config, free_addr, wait_for};
+use common::{RunningAgent, agent_config, free_addr, start_server, wait_for};
 use fleetmon_agent::spool::Spool;
 use fleetmon_protocol::{Limits, decode};
 
@@ -56,7 +56,7 @@ fn the_server_commands_low_power_over_the_control_topic() {
     let data = tempfile::tempdir().unwrap();
     let spool_dir = tempfile::tempdir().unwrap();
     let (http, mqtt) = (free_addr(), free_addr());
-    let server = ServerProcess::start(data.path(), http, mqtt);
+    let server = start_server(data.path(), http, mqtt);
     let device = "agent-control";
     let mut config = agent_config(device, mqtt, spool_dir.path());
     config.interval = Duration::from_millis(100);

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ServerProcess, free_addr, get, wait_for};
+use common::{free_addr, get, start_server, wait_for};
 use fleetmon_sim::SimOptions;
 
 const KILLS: u64 = 10;
@@ -15,7 +15,7 @@ const KILLS: u64 = 10;
 fn acknowledged_batches_and_samples_survive_repeated_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let (http, mqtt) = (free_addr(), free_addr());
-    let mut server = ServerProcess::start(dir.path(), http, mqtt, &[]);
+    let mut server = start_server(dir.path(), http, mqtt, &[]);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let options = SimOptions {
@@ -46,7 +46,7 @@ fn acknowledged_batches_and_samples_survive_repeated_sigkill() {
         );
         server.kill9();
         std::thread::sleep(Duration::from_millis(100));
-        server = ServerProcess::start(dir.path(), http, mqtt, &[]);
+        server = start_server(dir.path(), http, mqtt, &[]);
     }
 
     let summary = rt.block_on(sim).unwrap().expect("simulation ran");
@@ -99,7 +99,7 @@ fn acknowledged_batches_and_samples_survive_repeated_sigkill() {
 
     // And once more from a cold start: everything comes back from disk.
     server.kill9();
-    let server = ServerProcess::start(dir.path(), http, mqtt, &[]);
+    let server = start_server(dir.path(), http, mqtt, &[]);
     let (_, list) = get(&server.url("/api/v1/devices"));
     let total: u64 = list["devices"]
         .as_array()

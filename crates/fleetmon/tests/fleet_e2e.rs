@@ -197,8 +197,7 @@ fn json_fleet_lands_too() {
 fn many_fast_devices_connect_once_each() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server =
-        common::ServerProcess::start(dir.path(), common::free_addr(), common::free_addr(), &[]);
+    let server = common::start_server(dir.path(), common::free_addr(), common::free_addr(), &[]);
     let options = SimOptions {
         mqtt: server.mqtt.to_string(),
         devices: 200,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{RawClient, ServerProcess, free_addr, get, post};
+use common::{RawClient, free_addr, get, post, start_server};
 use fleetmon_protocol::{Batch, Sample, encode_json, encode_protobuf};
 use rumqttc::{Packet, PubAck};
 
@@ -25,7 +25,7 @@ fn batch(device: &str, seq: u64) -> Batch {
 #[test]
 fn bad_mqtt_publishes_close_the_connection_without_puback() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path(), free_addr(), free_addr(), &[]);
+    let server = start_server(dir.path(), free_addr(), free_addr(), &[]);
 
     // A healthy device stays connected through everything below.
     let mut good = RawClient::connect(server.mqtt, "good");
@@ -106,7 +106,7 @@ fn bad_mqtt_publishes_close_the_connection_without_puback() {
 #[test]
 fn bad_http_bodies_get_4xx_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path(), free_addr(), free_addr(), &[]);
+    let server = start_server(dir.path(), free_addr(), free_addr(), &[]);
     let url = server.url("/api/v1/ingest");
 
     let mut wrong_crc = encode_protobuf(&batch("d", 1));

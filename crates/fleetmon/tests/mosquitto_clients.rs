@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ServerProcess, free_addr, get, wait_for};
+use common::{free_addr, get, start_server, wait_for};
 
 fn tool(name: &str) -> Command {
     let probe = Command::new(name).arg("--help").output();
@@ -31,7 +31,7 @@ fn publish(port: &str, extra: &[&str], topic: &str, payload: &str) -> std::proce
 #[test]
 fn mosquitto_pub_json_batch_is_stored_and_readable() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path(), free_addr(), free_addr(), &[]);
+    let server = start_server(dir.path(), free_addr(), free_addr(), &[]);
     let port = server.mqtt.port().to_string();
     let payload = r#"{"device":"dev1","boot_id":"b1","seq":1,"sent_at_ms":1700000000000,"dropped_before":0,
         "samples":[{"metric":"temperature_celsius","labels":{"sensor":"cpu"},"ts_ms":1700000000000,"value":47.5},
@@ -77,7 +77,7 @@ fn mosquitto_pub_json_batch_is_stored_and_readable() {
 #[test]
 fn retained_status_reaches_a_later_subscriber() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path(), free_addr(), free_addr(), &[]);
+    let server = start_server(dir.path(), free_addr(), free_addr(), &[]);
     let port = server.mqtt.port().to_string();
     let out = publish(&port, &["-r"], "fleetmon/v1/gw-7/status", "online");
     assert!(out.status.success());
@@ -116,7 +116,7 @@ fn retained_status_reaches_a_later_subscriber() {
 #[test]
 fn mqtt5_clients_get_reason_codes_and_their_batches_land() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path(), free_addr(), free_addr(), &[]);
+    let server = start_server(dir.path(), free_addr(), free_addr(), &[]);
     let port = server.mqtt.port().to_string();
     let publish = |topic: &str, payload: &str| publish(&port, &["-V", "mqttv5"], topic, payload);
     let good = r#"{"device":"v5dev","seq":1,"samples":[{"metric":"uptime_seconds","ts_ms":1700000000000,"value":42}]}"#;

@@ -1,136 +1,24 @@
 //! Helpers for the tests that run the agent against a real `fleetmon server` process.
 #![allow(dead_code, reason = "each test file uses a different part")]
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleetmon_agent::agent::Agent;
 use fleetmon_agent::collect::AgentStats;
 use fleetmon_agent::config::Config;
 use serde_json::Value;
 
-/// The `fleetmon` server binary. The agent may not depend on the server crates, so the test
-/// finds the binary that `cargo build -p fleetmon` (or `cargo test --workspace`) put in the
-/// target directory: `$FLEETMON_BIN`, else next to this test's own target directory, else
-/// `$CARGO_TARGET_DIR/debug`, else the workspace's `target/debug`.
-pub fn fleetmon_bin() -> PathBuf {
-    let mut candidates = Vec::new();
-    if let Some(p) = std::env::var_os("FLEETMON_BIN") {
-        candidates.push(PathBuf::from(p));
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        // target/debug/deps/outage-xxxx → target/debug/fleetmon
-        if let Some(debug) = exe.parent().and_then(Path::parent) {
-            candidates.push(debug.join("fleetmon"));
-        }
-    }
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(t).join("debug/fleetmon"));
-    }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/fleetmon"));
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "the fleetmon server binary is needed for this test; build it with \
-                 `cargo build -p fleetmon` or set FLEETMON_BIN (looked at {candidates:?})"
-            )
-        })
-}
+#[allow(unused_imports, reason = "each test file uses a different part")]
+pub use fleetmon_testkit::{ServerProcess, fleetmon_bin, free_addr, get, wait_for};
 
-pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr")
-}
-
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
-}
-
-pub fn get(url: &str) -> (u16, Value) {
-    match http().get(url).call() {
-        Ok(mut r) => {
-            let status = r.status().as_u16();
-            let text = r.body_mut().read_to_string().unwrap_or_default();
-            (
-                status,
-                serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            )
-        }
-        Err(e) => (0, Value::String(e.to_string())),
-    }
-}
-
-pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A `fleetmon server` child process, killed when dropped.
-pub struct ServerProcess {
-    pub child: Child,
-    pub http: SocketAddr,
-    pub mqtt: SocketAddr,
-}
-
-impl ServerProcess {
-    pub fn start(data_dir: &Path, http: SocketAddr, mqtt: SocketAddr) -> Self {
-        let child = Command::new(fleetmon_bin())
-            .args(["server", "--data-dir"])
-            .arg(data_dir)
-            .args([
-                "--http-listen",
-                &http.to_string(),
-                "--mqtt-listen",
-                &mqtt.to_string(),
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn fleetmon server");
-        let server = Self { child, http, mqtt };
-        let up = wait_for(Duration::from_secs(20), || {
-            (get(&format!("http://{http}/healthz")).0 == 200).then_some(())
-        });
-        assert!(up.is_some(), "fleetmon server did not come up on {http}");
-        server
-    }
-
-    pub fn kill9(&mut self) {
-        self.child.kill().expect("kill -9 the server");
-        self.child.wait().expect("reap the server");
-    }
-
-    /// The device detail, when the server knows the device.
-    pub fn device(&self, id: &str) -> Option<Value> {
-        let (status, v) = get(&format!("http://{}/api/v1/devices/{id}", self.http));
-        (status == 200).then_some(v)
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The workspace's `fleetmon server` (the agent may not depend on the server crates, so the
+/// binary is found on disk) on `data_dir` and the two addresses.
+pub fn start_server(data_dir: &Path, http: SocketAddr, mqtt: SocketAddr) -> ServerProcess {
+    ServerProcess::start(&fleetmon_bin(), data_dir, http, mqtt, &[])
 }
 
 /// An agent running on its own thread and runtime until [`RunningAgent::stop`].

@@ -3,117 +3,32 @@
 #![allow(dead_code, reason = "each test file uses a different part")]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use fleetmon_protocol::SeqSet;
 use rumqttc::{Connect, Packet, Publish, QoS};
 use serde_json::Value;
 
-/// A loopback address with a port that was free a moment ago.
-pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr")
-}
+#[allow(unused_imports, reason = "each test file uses a different part")]
+pub use fleetmon_testkit::{ServerProcess, free_addr, get, post, wait_for};
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
-}
-
-/// GET `url`; returns status and JSON body (or the text as a JSON string).
-pub fn get(url: &str) -> (u16, Value) {
-    let mut r = agent().get(url).call().expect("GET");
-    let status = r.status().as_u16();
-    let text = r.body_mut().read_to_string().expect("read body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+/// This package's `fleetmon server` on `data_dir` and the two addresses.
+pub fn start_server(
+    data_dir: &Path,
+    http: SocketAddr,
+    mqtt: SocketAddr,
+    extra: &[&str],
+) -> ServerProcess {
+    ServerProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_fleetmon")),
+        data_dir,
+        http,
+        mqtt,
+        extra,
     )
-}
-
-/// POST `body` to `url`; returns status and JSON body.
-pub fn post(url: &str, body: &[u8]) -> (u16, Value) {
-    let mut r = agent().post(url).send(body).expect("POST");
-    let status = r.status().as_u16();
-    let text = r.body_mut().read_to_string().expect("read body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-/// Retries `check` until it returns Some or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A `fleetmon server` child process, killed when dropped.
-pub struct ServerProcess {
-    pub child: Child,
-    pub http: SocketAddr,
-    pub mqtt: SocketAddr,
-}
-
-impl ServerProcess {
-    pub fn start(data_dir: &Path, http: SocketAddr, mqtt: SocketAddr, extra: &[&str]) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_fleetmon"))
-            .args(["server", "--data-dir"])
-            .arg(data_dir)
-            .args([
-                "--http-listen",
-                &http.to_string(),
-                "--mqtt-listen",
-                &mqtt.to_string(),
-            ])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn fleetmon server");
-        let server = Self { child, http, mqtt };
-        let up = wait_for(Duration::from_secs(20), || {
-            let ok = agent()
-                .get(&format!("http://{http}/healthz"))
-                .call()
-                .is_ok_and(|r| r.status() == 200);
-            ok.then_some(())
-        });
-        assert!(up.is_some(), "fleetmon server did not come up on {http}");
-        server
-    }
-
-    /// SIGKILL: no shutdown code runs.
-    pub fn kill9(&mut self) {
-        self.child.kill().expect("kill -9 the server");
-        self.child.wait().expect("reap the server");
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.http, path)
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The `seqs` ranges of a device detail as a set.
