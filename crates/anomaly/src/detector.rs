@@ -20,8 +20,8 @@
 
 use crate::stats::Ewm;
 
-/// Number of time-of-day buckets (one per hour).
-const SEASON_BUCKETS: usize = 24;
+/// Number of time-of-day buckets (one per five minutes).
+const SEASON_BUCKETS: usize = 288;
 const DAY_MS: i64 = 86_400_000;
 
 /// The detector's tuning. The defaults are what the NAB results were obtained with.
@@ -37,12 +37,20 @@ pub struct DetectorConfig {
     pub long_alpha: f64,
     /// Weight of a visit in a time-of-day bucket's mean.
     pub season_alpha: f64,
+    /// Largest step of a bucket's mean, in spreads of the seasonal residual.
+    pub season_clip: f64,
+    /// Visits a time-of-day bucket needs before it is trusted.
+    pub season_min_visits: u32,
     /// Weight in the smoothing of the season feature.
     pub smooth_alpha: f64,
     /// Weight in each feature's own history.
     pub surprise_alpha: f64,
     /// Smallest spread a feature's history is credited with (features are in σ units).
     pub surprise_floor: f64,
+    /// Per-sample fading of each feature's record excess; 0 judges in σ instead.
+    pub record_decay: f64,
+    /// Smallest record credited, in σ.
+    pub record_floor: f64,
     /// The surprise (in σ of the feature's history) that maps to a score of 0.5.
     pub half_score: f64,
     /// A score at or above this starts a quiet period.
@@ -61,10 +69,14 @@ impl Default for DetectorConfig {
             short_alpha: 0.05,
             long_alpha: 0.002,
             season_alpha: 0.1,
+            season_min_visits: 3,
+            season_clip: 3.0,
             smooth_alpha: 0.1,
             surprise_alpha: 0.001,
             surprise_floor: 0.1,
-            half_score: 6.0,
+            record_decay: 0.0001,
+            record_floor: 3.0,
+            half_score: 1.0,
             alert_level: 0.5,
             quiet_samples: 200,
             quiet_factor: 0.5,
@@ -72,33 +84,45 @@ impl Default for DetectorConfig {
     }
 }
 
-/// How unusual a feature's current value is against its own history, in standard deviations.
+/// How unusual a feature's current value is against its own history: how far above the
+/// history's mean it is, in standard deviations (`std` mode), or as a fraction of the largest
+/// excess seen so far, which fades slowly (`record` mode).
 #[derive(Debug, Clone, Copy)]
 struct Surprise {
     history: Ewm,
+    record: f64,
 }
 
 impl Surprise {
     fn new(alpha: f64) -> Self {
         Self {
             history: Ewm::new(alpha),
+            record: 0.0,
         }
     }
 
     /// The surprise of `f` (0 until there is some history), then `f` joins the history.
-    fn assess(&mut self, f: f64, floor: f64, min_history: u64) -> f64 {
+    fn assess(&mut self, f: f64, cfg: &DetectorConfig, min_history: u64) -> f64 {
         if !f.is_finite() {
             return 0.0;
         }
-        let u = if self.history.count() >= min_history {
-            (f - self.history.mean()) / self.history.std().max(floor)
-        } else {
+        let excess = (f - self.history.mean()) / self.history.std().max(cfg.surprise_floor);
+        let warm = self.history.count() >= min_history;
+        let u = if !warm {
             0.0
+        } else if cfg.record_decay > 0.0 {
+            excess / self.record.max(cfg.record_floor)
+        } else {
+            excess
         };
         self.history.update(f);
+        self.record = (self.record * (1.0 - cfg.record_decay)).max(if warm { excess } else { 0.0 });
         u.max(0.0)
     }
 }
+
+/// Samples a spread needs before features measured in it are defined.
+const MIN_SCALE_HISTORY: u64 = 10;
 
 /// The features, in the order their surprises are kept.
 const FEATURES: usize = 5;
@@ -119,6 +143,7 @@ pub struct Detector {
     season_smooth: Ewm,
     surprise: [Surprise; FEATURES],
     since_alert: u32,
+    last: [f64; FEATURES],
 }
 
 impl Default for Detector {
@@ -144,7 +169,14 @@ impl Detector {
             season_smooth: Ewm::new(cfg.smooth_alpha),
             surprise: [Surprise::new(cfg.surprise_alpha); FEATURES],
             since_alert: u32::MAX,
+            last: [0.0; FEATURES],
         }
+    }
+
+    /// The surprise of each feature for the last sample, in the order spike, volatility up,
+    /// volatility down, level, season: which one drove the score.
+    pub fn last_surprises(&self) -> [f64; FEATURES] {
+        self.last
     }
 
     /// The tuning in use.
@@ -165,34 +197,51 @@ impl Detector {
         // A tiny absolute spread keeps ratios finite on constant series.
         let eps = 1e-9 * (1.0 + self.long.mean().abs());
 
+        // A feature is only defined once the spread it is measured in has some history.
+        let ready = |e: &Ewm| e.count() >= MIN_SCALE_HISTORY;
         // Spike: distance from the fast level, in long-run residual spreads.
         let resid = if first { 0.0 } else { value - self.fast.mean() };
-        let spike = resid.abs() / (self.resid_long.std() + eps);
+        let spike = ready(&self.resid_long).then(|| resid.abs() / (self.resid_long.std() + eps));
         // Volatility: short-run residual spread against the long-run one.
-        let vol = ((self.resid_short.std() + eps) / (self.resid_long.std() + eps)).ln();
+        let vol = ready(&self.resid_long)
+            .then(|| ((self.resid_short.std() + eps) / (self.resid_long.std() + eps)).ln());
         // Level: short-run mean against the long-run mean.
-        let level = (self.short.mean() - self.long.mean()).abs() / (self.long.std() + eps);
-        // Season: distance from the same hour on earlier days, smoothed.
+        let level = ready(&self.long)
+            .then(|| (self.short.mean() - self.long.mean()).abs() / (self.long.std() + eps));
+        // Season: distance from the same time of day on earlier days.
         let bucket = (ts_ms.rem_euclid(DAY_MS) / (DAY_MS / SEASON_BUCKETS as i64)) as usize;
-        let season = if self.season_count[bucket] >= 3 {
-            let r = value - self.season_mean[bucket];
-            let z = r.abs() / (self.season_resid.std() + eps);
-            self.season_resid.update(r);
+        let season_resid = value - self.season_mean[bucket];
+        let season_z = (self.season_count[bucket] >= cfg.season_min_visits
+            && ready(&self.season_resid))
+        .then(|| season_resid.abs() / (self.season_resid.std() + eps));
+        if self.season_count[bucket] >= cfg.season_min_visits {
+            self.season_resid.update(season_resid);
+        }
+        let season = season_z.map(|z| {
             self.season_smooth.update(z);
-            Some(self.season_smooth.mean())
-        } else {
-            None
+            self.season_smooth.mean()
+        });
+        // Where the daily profile explains a change (a regular morning rise, say), it is no
+        // spike and no level shift: those count only if unexpected by both.
+        let spike = match (spike, season_z) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, _) => a,
+        };
+        let level = match (level, season) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, _) => a,
         };
 
-        let floor = cfg.surprise_floor;
         let min_history = u64::from(cfg.warmup / 2);
-        let surprises = [
-            self.surprise[0].assess(spike, floor, min_history),
-            self.surprise[1].assess(vol, floor, min_history),
-            self.surprise[2].assess(-vol, floor, min_history),
-            self.surprise[3].assess(level, floor, min_history),
-            season.map_or(0.0, |s| self.surprise[4].assess(s, floor, min_history)),
-        ];
+        let mut surprises = [0.0; FEATURES];
+        for (k, f) in [spike, vol, vol.map(|v| -v), level, season]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(f) = f {
+                surprises[k] = self.surprise[k].assess(f, &cfg, min_history);
+            }
+        }
 
         // Learn from the sample only after it has been scored.
         self.fast.update(value);
@@ -205,8 +254,16 @@ impl Detector {
         let count = &mut self.season_count[bucket];
         *count = count.saturating_add(1);
         let a = cfg.season_alpha.max(1.0 / f64::from(*count));
-        self.season_mean[bucket] += a * (value - self.season_mean[bucket]);
+        // Clipped, so that one odd day does not become the expectation for the next.
+        let limit = cfg.season_clip * self.season_resid.std();
+        let step = if ready(&self.season_resid) && limit > 0.0 {
+            season_resid.clamp(-limit, limit)
+        } else {
+            season_resid
+        };
+        self.season_mean[bucket] += a * step;
 
+        self.last = surprises;
         if self.n <= u64::from(cfg.warmup) {
             return 0.0;
         }
