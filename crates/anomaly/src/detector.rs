@@ -43,6 +43,8 @@ pub struct DetectorConfig {
     pub season_min_visits: u32,
     /// Weight in the smoothing of the season feature.
     pub smooth_alpha: f64,
+    /// Values of a feature seen before it may score.
+    pub feature_warmup: u32,
     /// Weight in each feature's own history.
     pub surprise_alpha: f64,
     /// Smallest spread a feature's history is credited with (features are in σ units).
@@ -57,6 +59,8 @@ pub struct DetectorConfig {
     pub alert_level: f64,
     /// Length of the quiet period, in samples.
     pub quiet_samples: u32,
+    /// A surprise this many times that of the alert breaks through the quiet period.
+    pub quiet_break: f64,
     /// Factor applied to scores during the quiet period.
     pub quiet_factor: f64,
 }
@@ -72,6 +76,7 @@ impl Default for DetectorConfig {
             season_min_visits: 3,
             season_clip: 3.0,
             smooth_alpha: 0.1,
+            feature_warmup: 75,
             surprise_alpha: 0.001,
             surprise_floor: 0.1,
             record_decay: 0.0001,
@@ -79,6 +84,7 @@ impl Default for DetectorConfig {
             half_score: 1.0,
             alert_level: 0.5,
             quiet_samples: 200,
+            quiet_break: 2.0,
             quiet_factor: 0.5,
         }
     }
@@ -132,6 +138,9 @@ const FEATURES: usize = 5;
 pub struct Detector {
     cfg: DetectorConfig,
     n: u64,
+    last_ts: Option<i64>,
+    /// Typical time between samples (ms).
+    interval: Ewm,
     fast: Ewm,
     short: Ewm,
     long: Ewm,
@@ -143,6 +152,7 @@ pub struct Detector {
     season_smooth: Ewm,
     surprise: [Surprise; FEATURES],
     since_alert: u32,
+    alert_surprise: f64,
     last: [f64; FEATURES],
 }
 
@@ -158,6 +168,8 @@ impl Detector {
         Self {
             cfg,
             n: 0,
+            last_ts: None,
+            interval: Ewm::new(cfg.short_alpha),
             fast: Ewm::new(cfg.fast_alpha),
             short: Ewm::new(cfg.short_alpha),
             long: Ewm::new(cfg.long_alpha),
@@ -169,6 +181,7 @@ impl Detector {
             season_smooth: Ewm::new(cfg.smooth_alpha),
             surprise: [Surprise::new(cfg.surprise_alpha); FEATURES],
             since_alert: u32::MAX,
+            alert_surprise: 0.0,
             last: [0.0; FEATURES],
         }
     }
@@ -232,7 +245,7 @@ impl Detector {
             (a, _) => a,
         };
 
-        let min_history = u64::from(cfg.warmup / 2);
+        let min_history = u64::from(cfg.feature_warmup);
         let mut surprises = [0.0; FEATURES];
         for (k, f) in [spike, vol, vol.map(|v| -v), level, season]
             .into_iter()
@@ -244,6 +257,12 @@ impl Detector {
         }
 
         // Learn from the sample only after it has been scored.
+        if let Some(prev) = self.last_ts
+            && ts_ms > prev
+        {
+            self.interval.update((ts_ms - prev) as f64);
+        }
+        self.last_ts = Some(ts_ms);
         self.fast.update(value);
         self.short.update(value);
         self.long.update(value);
@@ -270,10 +289,13 @@ impl Detector {
         let u = surprises.into_iter().fold(0.0, f64::max);
         let mut score = u * u / (u * u + cfg.half_score * cfg.half_score);
         self.since_alert = self.since_alert.saturating_add(1);
-        if self.since_alert <= cfg.quiet_samples {
+        let quiet = self.since_alert <= cfg.quiet_samples;
+        if quiet && u < cfg.quiet_break * self.alert_surprise {
             score *= cfg.quiet_factor;
         } else if score >= cfg.alert_level {
+            // A new episode, or one far stronger than the alert that started the quiet period.
             self.since_alert = 0;
+            self.alert_surprise = u;
         }
         score.clamp(0.0, 1.0)
     }

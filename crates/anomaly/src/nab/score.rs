@@ -309,8 +309,11 @@ pub(super) fn output_path(results_dir: &Path, detector: &str, key: &str) -> Path
         .join(format!("{detector}_{file}"))
 }
 
-/// Reads one output file: raw timestamp strings, parsed timestamps, scores.
-fn read_output(path: &Path) -> Result<(Vec<String>, Vec<i64>, Vec<f64>), NabError> {
+/// One output file's columns: timestamps as written, timestamps parsed (µs), scores.
+type OutputColumns = (Vec<String>, Vec<i64>, Vec<f64>);
+
+/// Reads one output file.
+fn read_output(path: &Path) -> Result<OutputColumns, NabError> {
     let text = fs::read_to_string(path).map_err(|source| NabError::Io {
         path: path.to_owned(),
         source,
