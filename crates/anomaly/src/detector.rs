@@ -11,9 +11,13 @@
 //!   previous days (a fixed number of time-of-day buckets).
 //!
 //! A feature's value alone means little — a noisy series has large spikes all the time — so
-//! each feature is judged against its own history ([`Surprise`]): how many standard deviations
-//! is it above its long-run mean? The largest of these is mapped into [0, 1]. After a score
-//! crosses the alert level, scores are damped for a while, so one episode raises one alert.
+//! each feature is judged against its own history ([`Surprise`]): its excess over its running
+//! mean in standard deviations, divided by the largest such excess seen so far (a record that
+//! fades slowly). A surprise of 1 means "as unusual as the most unusual thing this series has
+//! done"; the largest surprise is mapped into [0, 1] so that 1 scores 0.5. Spike and level
+//! count only where the daily profile does not explain them either. After a score crosses the
+//! alert level, scores are damped for a while — unless a much stronger surprise comes — so one
+//! episode raises one alert.
 //!
 //! All state is a fixed number of floats: memory per series is constant and each sample costs
 //! O(1). The score of a sample depends only on that sample and the ones before it.
