@@ -219,6 +219,7 @@ impl ServerArgs {
                 timeout: query_timeout,
                 ..defaults.query.clone()
             },
+            ..defaults
         })
     }
 }

@@ -65,6 +65,10 @@ pub struct ServerConfig {
     pub firmware_policy: Option<PathBuf>,
     /// PromQL: lookback, most samples per query, timeout.
     pub query: fleetmon_promql::Options,
+    /// How often the derived series (`device_up`, integrity counters, ...) are written.
+    pub derive_interval: Duration,
+    /// How often the forecasts (battery empty, disk full) are recomputed and written.
+    pub forecast_interval: Duration,
 }
 
 impl ServerConfig {
@@ -81,6 +85,8 @@ impl ServerConfig {
             tsdb: fleetmon_tsdb::Options::default(),
             firmware_policy: None,
             query: fleetmon_promql::Options::default(),
+            derive_interval: Duration::from_secs(10),
+            forecast_interval: Duration::from_secs(300),
         }
     }
 }
@@ -212,6 +218,12 @@ impl Server {
         });
         tasks.spawn(sweep_availability(Arc::clone(&state), shutdown.subscribe()));
         tasks.spawn(maintain_store(Arc::clone(&state), shutdown.subscribe()));
+        tasks.spawn(derive_series(
+            Arc::clone(&state),
+            config.derive_interval,
+            config.forecast_interval,
+            shutdown.subscribe(),
+        ));
         tracing::info!(%http_addr, %mqtt_addr, data_dir = %config.data_dir.display(), "fleetmon server listening");
         Ok(Server {
             http_addr,
@@ -267,6 +279,64 @@ async fn sweep_availability(state: Arc<State>, mut shutdown: watch::Receiver<boo
             _ = tick.tick() => {
                 let now = state.now_ms();
                 state.registry_mut().sweep(now, state.offline_after_ms);
+            }
+        }
+    }
+}
+
+/// Every `every`, the derived series of every device into the store; every `forecast_every`,
+/// the forecasts too (they read hours of history, so off the runtime and less often).
+async fn derive_series(
+    state: Arc<State>,
+    every: Duration,
+    forecast_every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ports = fleet::derived::PortBaselines::default();
+    let forecast_ms = i64::try_from(forecast_every.as_millis()).unwrap_or(i64::MAX);
+    let mut last_forecast: Option<i64> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {
+                let now = state.now_ms();
+                let settings = fleet::derived::Settings {
+                    offline_after_ms: state.offline_after_ms,
+                    missing_grace_ms: state.missing_grace_ms,
+                };
+                let (samples, targets) = {
+                    let registry = state.registry();
+                    let samples = fleet::derived::snapshot(
+                        &registry,
+                        settings,
+                        state.firmware_policy.as_ref(),
+                        &mut ports,
+                        now,
+                    );
+                    let due = last_forecast.is_none_or(|t| now - t >= forecast_ms);
+                    let targets = due.then(|| fleet::derived::forecast_targets(&registry));
+                    (samples, targets)
+                };
+                if targets.is_some() {
+                    last_forecast = Some(now);
+                }
+                let st = Arc::clone(&state);
+                let done = tokio::task::spawn_blocking(move || {
+                    st.store.append(&samples)?;
+                    if let Some(targets) = targets {
+                        let forecasts = fleet::derived::forecasts(&targets, st.store.as_ref(), now);
+                        st.store.append(&forecasts)?;
+                    }
+                    Ok::<_, StoreError>(())
+                })
+                .await;
+                match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "writing derived series failed"),
+                    Err(e) => tracing::error!(error = %e, "deriving series panicked"),
+                }
             }
         }
     }

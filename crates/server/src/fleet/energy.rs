@@ -3,19 +3,19 @@
 //! From the `battery_charge_ratio` history: the **current discharge** is the run of samples
 //! since the charge last went up (a rise of more than [`CHARGE_RISE`] means the charger was on,
 //! so earlier samples belong to another discharge). Its slope is fitted with the Theil–Sen
-//! estimator (the median of pairwise slopes), which shrugs off quantised readings (most gauges
+//! estimator ([`trend`]: the median of pairwise slopes), which shrugs off quantised readings (most gauges
 //! report whole percent) and outliers; the fitted line, not the noisy last reading, gives the
 //! charge now. Time to empty is that charge divided by the drain rate.
 
 use serde::Serialize;
+
+use super::trend::{self, Trend};
 
 /// A rise in charge larger than this between two samples means charging.
 pub const CHARGE_RISE: f64 = 0.005;
 /// At least this much discharge history before estimating.
 pub const MIN_SPAN_MS: i64 = 10 * 60 * 1000;
 const MIN_POINTS: usize = 5;
-/// Pairwise slopes are computed over at most this many evenly spread points.
-const MAX_POINTS: usize = 120;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Estimate {
@@ -25,6 +25,11 @@ pub struct Estimate {
     pub drain_ratio_per_hour: f64,
     /// Seconds until empty at the current drain; none while charging or not draining.
     pub time_to_empty_seconds: Option<f64>,
+    /// The uncertainty band of the time to empty, from Sen's 95 % confidence interval of the
+    /// slope (ranks of the sorted pairwise slopes): the faster drain gives the low end; no high
+    /// end when the slow end of the interval does not drain at all.
+    pub time_to_empty_low_seconds: Option<f64>,
+    pub time_to_empty_high_seconds: Option<f64>,
     /// The latest samples show the charge going up.
     pub charging: bool,
     /// How much discharge history the estimate rests on, seconds.
@@ -55,47 +60,34 @@ pub fn estimate(points: &[(i64, f64)]) -> Option<Estimate> {
             charge_ratio: last_charge,
             drain_ratio_per_hour: 0.0,
             time_to_empty_seconds: None,
+            time_to_empty_low_seconds: None,
+            time_to_empty_high_seconds: None,
             charging,
             observed_seconds: span as f64 / 1000.0,
         });
     }
-    let step = segment.len().div_ceil(MAX_POINTS);
-    let sample: Vec<(f64, f64)> = segment
-        .iter()
-        .step_by(step)
-        .map(|&(t, c)| ((t - last_ts) as f64 / 3_600_000.0, c))
-        .collect();
-    let mut slopes = Vec::with_capacity(sample.len() * sample.len() / 2);
-    for (i, a) in sample.iter().enumerate() {
-        for b in &sample[i + 1..] {
-            if b.0 > a.0 {
-                slopes.push((b.1 - a.1) / (b.0 - a.0));
+    let trend = trend::fit(segment)?;
+    let now = trend.level_now.clamp(0.0, 1.0);
+    let drain = -trend.slope_per_hour;
+    // Below 0.01 % an hour the battery is, for all purposes, not draining.
+    let hours = (drain > 1e-4)
+        .then(|| {
+            Trend {
+                level_now: now,
+                ..trend
             }
-        }
-    }
-    let slope = median(&mut slopes)?;
-    let mut intercepts: Vec<f64> = sample.iter().map(|(h, c)| c - slope * h).collect();
-    let now = median(&mut intercepts)?.clamp(0.0, 1.0);
-    let drain = -slope;
+            .hours_until(0.0)
+        })
+        .flatten();
+    let secs = |h: f64| h * 3600.0;
     Some(Estimate {
         charge_ratio: now,
         drain_ratio_per_hour: drain,
-        time_to_empty_seconds: (drain > 1e-4).then(|| now / drain * 3600.0),
+        time_to_empty_seconds: hours.map(|h| secs(h.0)),
+        time_to_empty_low_seconds: hours.map(|h| secs(h.1)),
+        time_to_empty_high_seconds: hours.and_then(|h| h.2).map(secs),
         charging: false,
         observed_seconds: span as f64 / 1000.0,
-    })
-}
-
-fn median(v: &mut [f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     })
 }
 
@@ -140,6 +132,11 @@ mod tests {
                 let e = estimate(&readings[..=i]).unwrap();
                 let truth = (empty_at - readings[i].0) as f64 / 1000.0;
                 let got = e.time_to_empty_seconds.unwrap();
+                let (low, high) = (
+                    e.time_to_empty_low_seconds.unwrap(),
+                    e.time_to_empty_high_seconds.unwrap_or(f64::INFINITY),
+                );
+                assert!(low <= got && got <= high, "band {low}..{high} around {got}");
                 assert!(
                     (got - truth).abs() <= 0.10 * truth,
                     "start {start}, {per_hour}/h, at {i}: estimated {got:.0} s, truth {truth:.0} s"

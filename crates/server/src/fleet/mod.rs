@@ -9,17 +9,21 @@
 //! - [`energy`]: battery drain rate and time to empty.
 //! - [`firmware`]: the firmware policy — minimum versions, vulnerable ranges.
 //! - [`health`]: ok / warning / critical with reasons.
+//! - [`trend`]: robust line fits for forecasts.
+//! - [`derived`]: the series derived from all of the above, written into the store.
 //!
 //! The registry is rebuilt from the WAL on start (batches and integrity events); connection
 //! state starts empty, so every device starts offline.
 
 pub mod availability;
+pub mod derived;
 pub mod energy;
 pub mod firmware;
 pub mod health;
 pub mod integrity;
 pub mod tags;
 pub mod timing;
+pub mod trend;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -1,0 +1,412 @@
+//! Series the server derives from what it knows about each device, written into the store on
+//! a fixed cadence so PromQL, the rules and Grafana see them like any other series:
+//! availability, integrity counters, timing, firmware compliance, new listening ports, and the
+//! forecasts (battery empty, disk full) with their uncertainty bands.
+//!
+//! Every derived series carries the `device` label and the device's `site`, `group`, `model`
+//! and `gateway` tags where set (the `gateway` tag is what topology-aware alert suppression
+//! follows).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::energy;
+use super::firmware::{Finding, Policy};
+use super::trend;
+use super::{Device, Registry, Status};
+use crate::store::{Point, SampleStore, SeriesKey};
+
+/// Tags copied onto derived series as labels.
+pub const LABEL_TAGS: [&str; 4] = ["site", "group", "model", "gateway"];
+
+/// How long a device's listening ports are learned before a new one counts as new.
+pub const PORT_LEARNING_MS: i64 = 10 * 60_000;
+/// Battery history the time-to-empty forecast looks at.
+pub const BATTERY_WINDOW_MS: i64 = 24 * 3_600_000;
+/// Free-space history the disk-full forecast looks at.
+pub const DISK_WINDOW_MS: i64 = 6 * 3_600_000;
+/// A disk-full forecast further out than this is not written (the disk is not filling).
+pub const DISK_HORIZON_HOURS: f64 = 30.0 * 24.0;
+
+/// What the derivation settings are.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub offline_after_ms: i64,
+    pub missing_grace_ms: i64,
+}
+
+/// The listening ports each device had while it was being learned.
+#[derive(Debug, Default)]
+pub struct PortBaselines {
+    devices: HashMap<String, Baseline>,
+}
+
+#[derive(Debug)]
+struct Baseline {
+    since_ms: i64,
+    ports: BTreeSet<BTreeMap<String, String>>,
+}
+
+impl PortBaselines {
+    /// Ports of `d` not in its baseline; learns while the device is new to this baseline.
+    fn new_ports(&mut self, id: &str, d: &Device, now_ms: i64) -> Option<usize> {
+        let open: Vec<&BTreeMap<String, String>> = d
+            .last_values
+            .iter()
+            .filter(|((m, _), (_, v))| m == "listening_port" && *v > 0.5)
+            .map(|((_, labels), _)| labels)
+            .collect();
+        if open.is_empty() && !self.devices.contains_key(id) {
+            return None;
+        }
+        let base = self.devices.entry(id.to_owned()).or_insert(Baseline {
+            since_ms: now_ms,
+            ports: BTreeSet::new(),
+        });
+        if now_ms - base.since_ms < PORT_LEARNING_MS {
+            base.ports.extend(open.into_iter().cloned());
+            return Some(0);
+        }
+        Some(open.iter().filter(|p| !base.ports.contains(**p)).count())
+    }
+}
+
+fn key(metric: &str, id: &str, d: &Device, extra: &[(&str, &str)]) -> SeriesKey {
+    let mut labels = BTreeMap::from([("device".to_owned(), id.to_owned())]);
+    for tag in LABEL_TAGS {
+        if let Some(v) = d.tags.get(tag) {
+            labels.insert(tag.to_owned(), v.clone());
+        }
+    }
+    for (k, v) in extra {
+        labels.insert((*k).to_owned(), (*v).to_owned());
+    }
+    SeriesKey {
+        metric: metric.to_owned(),
+        labels,
+    }
+}
+
+/// The fast-changing derived series of every device at `now_ms`.
+pub fn snapshot(
+    registry: &Registry,
+    settings: Settings,
+    policy: Option<&Policy>,
+    ports: &mut PortBaselines,
+    now_ms: i64,
+) -> Vec<(SeriesKey, Point)> {
+    let mut out = Vec::with_capacity(registry.len() * 12);
+    for (id, d) in registry.iter() {
+        let mut put = |metric: &str, extra: &[(&str, &str)], value: f64| {
+            out.push((
+                key(metric, id, d, extra),
+                Point {
+                    ts_ms: now_ms,
+                    value,
+                },
+            ));
+        };
+        let up = d.status(now_ms, settings.offline_after_ms) == Status::Online;
+        put("device_up", &[], f64::from(u8::from(up)));
+        if d.last_seen_ms > 0 {
+            put(
+                "device_last_seen_timestamp_seconds",
+                &[],
+                d.last_seen_ms as f64 / 1000.0,
+            );
+        }
+        let c = d.integrity.counts(now_ms, settings.missing_grace_ms);
+        for (name, n) in [
+            ("ingest_batches_received_total", c.received),
+            ("ingest_batches_duplicate_total", c.duplicate),
+            ("ingest_batches_missing_total", c.missing),
+            ("ingest_batches_out_of_order_total", c.out_of_order),
+            ("ingest_batches_late_total", c.late),
+            ("ingest_batches_corrupt_total", c.corrupt),
+            ("ingest_batches_device_dropped_total", c.device_dropped),
+        ] {
+            put(name, &[], n as f64);
+        }
+        if let Some(ms) = d.timing.latency_ms() {
+            put("ingest_data_latency_seconds", &[], ms as f64 / 1000.0);
+        }
+        if let Some(ms) = d.timing.skew_ms() {
+            put("device_clock_skew_seconds", &[], ms as f64 / 1000.0);
+        }
+        if let (Some(policy), Some(firmware)) = (policy, d.info("firmware")) {
+            let findings = policy.check(d.tag_or_info("model"), firmware);
+            let mut below = false;
+            for f in &findings {
+                match f {
+                    Finding::Vulnerable { advisory, .. } => {
+                        put("firmware_vulnerable", &[("advisory", advisory)], 1.0);
+                    }
+                    Finding::BelowMinimum { .. } => below = true,
+                }
+            }
+            put("firmware_below_policy", &[], f64::from(u8::from(below)));
+        }
+        if let Some(n) = ports.new_ports(id, d, now_ms) {
+            put("listening_ports_new", &[], n as f64);
+        }
+    }
+    out
+}
+
+/// A device a forecast is made for, taken from the registry so the store is read without
+/// holding the registry's lock.
+#[derive(Debug, Clone)]
+pub struct ForecastTarget {
+    id: String,
+    labels: BTreeMap<String, String>,
+    battery: bool,
+    disk: bool,
+}
+
+/// The devices that have a battery or filesystems.
+pub fn forecast_targets(registry: &Registry) -> Vec<ForecastTarget> {
+    registry
+        .iter()
+        .filter_map(|(id, d)| {
+            let has = |metric: &str| d.last_values.keys().any(|(m, _)| m == metric);
+            let (battery, disk) = (has("battery_charge_ratio"), has("filesystem_avail_bytes"));
+            (battery || disk).then(|| ForecastTarget {
+                id: id.clone(),
+                labels: key("", id, d, &[]).labels,
+                battery,
+                disk,
+            })
+        })
+        .collect()
+}
+
+/// Battery time to empty (with band and drain rate) and disk-full time per mount point (with
+/// band) of each target, from the store.
+pub fn forecasts(
+    targets: &[ForecastTarget],
+    store: &dyn SampleStore,
+    now_ms: i64,
+) -> Vec<(SeriesKey, Point)> {
+    use crate::store::Selector;
+    let mut out = Vec::new();
+    for t in targets {
+        let mut put = |metric: &str, extra: &[(&str, &str)], value: f64| {
+            let mut labels = t.labels.clone();
+            for (k, v) in extra {
+                labels.insert((*k).to_owned(), (*v).to_owned());
+            }
+            let key = SeriesKey {
+                metric: metric.to_owned(),
+                labels,
+            };
+            out.push((
+                key,
+                Point {
+                    ts_ms: now_ms,
+                    value,
+                },
+            ));
+        };
+        let selector = |metric: &str| Selector {
+            metric: Some(metric.to_owned()),
+            labels: BTreeMap::from([("device".to_owned(), t.id.clone())]),
+        };
+        if t.battery {
+            let worst = store
+                .select(
+                    &selector("battery_charge_ratio"),
+                    now_ms - BATTERY_WINDOW_MS,
+                    now_ms,
+                )
+                .iter()
+                .filter_map(|s| {
+                    let points: Vec<(i64, f64)> =
+                        s.points.iter().map(|p| (p.ts_ms, p.value)).collect();
+                    energy::estimate(&points)
+                })
+                .min_by(|a, b| {
+                    let k = |e: &energy::Estimate| e.time_to_empty_seconds.unwrap_or(f64::INFINITY);
+                    k(a).total_cmp(&k(b))
+                });
+            if let Some(e) = worst {
+                put("battery_drain_ratio_per_hour", &[], e.drain_ratio_per_hour);
+                if let Some(s) = e.time_to_empty_seconds {
+                    put("battery_time_to_empty_seconds", &[], s);
+                }
+                if let Some(s) = e.time_to_empty_low_seconds {
+                    put("battery_time_to_empty_low_seconds", &[], s);
+                }
+                if let Some(s) = e.time_to_empty_high_seconds {
+                    put("battery_time_to_empty_high_seconds", &[], s);
+                }
+            }
+        }
+        if t.disk {
+            for s in store.select(
+                &selector("filesystem_avail_bytes"),
+                now_ms - DISK_WINDOW_MS,
+                now_ms,
+            ) {
+                let Some(mount) = s.labels.get("mountpoint") else {
+                    continue;
+                };
+                let points: Vec<(i64, f64)> = s.points.iter().map(|p| (p.ts_ms, p.value)).collect();
+                // At least ten minutes of history before forecasting.
+                let span = points.last().map_or(0, |l| l.0) - points.first().map_or(0, |f| f.0);
+                if points.len() < 5 || span < 10 * 60_000 {
+                    continue;
+                }
+                let Some((best, soonest, latest)) =
+                    trend::fit(&points).and_then(|t| t.hours_until(0.0))
+                else {
+                    continue;
+                };
+                if best > DISK_HORIZON_HOURS {
+                    continue;
+                }
+                let m = [("mountpoint", mount.as_str())];
+                put("disk_full_eta_seconds", &m, best * 3600.0);
+                put("disk_full_eta_low_seconds", &m, soonest * 3600.0);
+                if let Some(h) = latest {
+                    put("disk_full_eta_high_seconds", &m, h * 3600.0);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::BatchSummary;
+    use crate::fleet::Transport;
+
+    fn value(out: &[(SeriesKey, Point)], metric: &str, device: &str) -> Option<f64> {
+        out.iter()
+            .find(|(k, _)| k.metric == metric && k.labels["device"] == device)
+            .map(|(_, p)| p.value)
+    }
+
+    #[test]
+    fn availability_integrity_and_tags_become_series() {
+        let mut reg = Registry::default();
+        reg.session_opened("gw-1", 1_000, "127.0.0.1:1");
+        let d = reg.entry("gw-1");
+        d.tags.insert("site".into(), "berlin".into());
+        d.tags.insert("lat".into(), "52.5".into());
+        let child = reg.entry("node-1");
+        child.tags.insert("gateway".into(), "gw-1".into());
+        for seq in [0, 1, 3] {
+            child.record_summary(
+                &BatchSummary {
+                    device: "node-1".into(),
+                    boot_id: "b".into(),
+                    seq,
+                    sent_at_ms: 1_000,
+                    dropped_before: 0,
+                    samples: 1,
+                    newest_ts_ms: Some(900),
+                },
+                Transport::Http,
+                1_000,
+                0,
+            );
+        }
+        let settings = Settings {
+            offline_after_ms: 60_000,
+            missing_grace_ms: 0,
+        };
+        let out = snapshot(&reg, settings, None, &mut PortBaselines::default(), 500_000);
+        assert_eq!(value(&out, "device_up", "gw-1"), Some(1.0));
+        assert_eq!(value(&out, "device_up", "node-1"), Some(0.0));
+        assert_eq!(
+            value(&out, "ingest_batches_received_total", "node-1"),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(&out, "ingest_batches_missing_total", "node-1"),
+            Some(1.0)
+        );
+        let (k, _) = out
+            .iter()
+            .find(|(k, _)| k.metric == "device_up" && k.labels["device"] == "gw-1")
+            .unwrap();
+        assert_eq!(k.labels.get("site").map(String::as_str), Some("berlin"));
+        assert!(!k.labels.contains_key("lat"), "positions are not labels");
+        let (k, _) = out
+            .iter()
+            .find(|(k, _)| k.metric == "device_up" && k.labels["device"] == "node-1")
+            .unwrap();
+        assert_eq!(k.labels.get("gateway").map(String::as_str), Some("gw-1"));
+    }
+
+    #[test]
+    fn a_port_opened_after_learning_is_new() {
+        let mut reg = Registry::default();
+        let port = |p: &str| {
+            BTreeMap::from([
+                ("protocol".to_owned(), "tcp".to_owned()),
+                ("port".to_owned(), p.to_owned()),
+            ])
+        };
+        reg.entry("d")
+            .last_values
+            .insert(("listening_port".into(), port("22")), (0, 1.0));
+        let settings = Settings {
+            offline_after_ms: 60_000,
+            missing_grace_ms: 0,
+        };
+        let mut ports = PortBaselines::default();
+        let at = |t| snapshot(&reg, settings, None, &mut PortBaselines::default(), t);
+        assert_eq!(value(&at(0), "listening_ports_new", "d"), Some(0.0));
+        snapshot(&reg, settings, None, &mut ports, 0);
+        let later = PORT_LEARNING_MS + 1;
+        let out = snapshot(&reg, settings, None, &mut ports, later);
+        assert_eq!(value(&out, "listening_ports_new", "d"), Some(0.0));
+        reg.entry("d")
+            .last_values
+            .insert(("listening_port".into(), port("4444")), (later, 1.0));
+        let out = snapshot(&reg, settings, None, &mut ports, later + 1);
+        assert_eq!(value(&out, "listening_ports_new", "d"), Some(1.0));
+    }
+
+    #[test]
+    fn a_filling_disk_gets_a_full_time_with_a_band() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            crate::store::TsdbStore::open(dir.path(), fleetmon_tsdb::Options::default()).unwrap();
+        let mut reg = Registry::default();
+        let labels = BTreeMap::from([("mountpoint".to_owned(), "/data".to_owned())]);
+        let t0 = 1_700_000_000_000_i64;
+        // 1 GB free, losing 10 MB a minute: empty in 100 minutes from the start.
+        let samples: Vec<(SeriesKey, Point)> = (0..60)
+            .map(|i| {
+                let mut l = labels.clone();
+                l.insert("device".into(), "d".into());
+                let key = SeriesKey {
+                    metric: "filesystem_avail_bytes".into(),
+                    labels: l,
+                };
+                let value = 1e9 - 1e7 * i as f64;
+                (
+                    key,
+                    Point {
+                        ts_ms: t0 + i * 60_000,
+                        value,
+                    },
+                )
+            })
+            .collect();
+        store.append(&samples).unwrap();
+        reg.entry("d")
+            .last_values
+            .insert(("filesystem_avail_bytes".into(), labels), (t0, 1e9));
+        let now = t0 + 59 * 60_000;
+        let out = forecasts(&forecast_targets(&reg), &store, now);
+        let eta = value(&out, "disk_full_eta_seconds", "d").unwrap();
+        assert!((eta - 41.0 * 60.0).abs() < 60.0, "{eta}");
+        let low = value(&out, "disk_full_eta_low_seconds", "d").unwrap();
+        let high = value(&out, "disk_full_eta_high_seconds", "d").unwrap();
+        assert!(low <= eta && eta <= high);
+    }
+}
