@@ -18,16 +18,23 @@
 //! Semantics are written down in `docs/alerting.md`.
 
 pub mod alert;
+pub mod dispatch;
 pub mod duration;
 pub mod labels;
 pub mod manager;
 pub mod persist;
 pub mod rulefile;
+pub mod silence;
 pub mod template;
 pub mod time;
 
 pub use alert::{Alert, AlertState};
+pub use dispatch::{
+    DispatchError, DispatchedAlert, Dispatcher, DispatcherConfig, Muting, Notification,
+    NotificationAlert, Status, SuppressedAlert,
+};
 pub use labels::{Fingerprint, LabelSet, MatchOp, Matcher, fingerprint};
 pub use manager::{AlertChange, EvalOutput, Health, Manager, ManagerOptions, RecordedSample};
 pub use persist::StateError;
 pub use rulefile::{Group, Rule, RuleFileError, RuleKind, RuleLoadError, RuleSet};
+pub use silence::{NewSilence, Silence, SilenceError, SilenceState, Silences};
