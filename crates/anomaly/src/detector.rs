@@ -250,13 +250,17 @@ impl Detector {
         };
 
         let min_history = u64::from(cfg.feature_warmup);
+        // The season feature judges itself against at least a day of its own values.
+        let per_day = (DAY_MS as f64 / self.interval.mean().max(1.0)).min(1e6) as u64;
+        let season_history = min_history.max(per_day);
         let mut surprises = [0.0; FEATURES];
         for (k, f) in [spike, vol, vol.map(|v| -v), level, season]
             .into_iter()
             .enumerate()
         {
             if let Some(f) = f {
-                surprises[k] = self.surprise[k].assess(f, &cfg, min_history);
+                let mh = if k == 4 { season_history } else { min_history };
+                surprises[k] = self.surprise[k].assess(f, &cfg, mh);
             }
         }
 
