@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for s in &series {
         let cat = s.name.split('/').next().unwrap_or_default().to_owned();
         let k = seen.entry(cat).or_default();
-        if *k % 2 == 0 {
+        if k.is_multiple_of(2) {
             a.push(s.clone());
         } else {
             b.push(s.clone());
