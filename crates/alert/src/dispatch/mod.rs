@@ -419,6 +419,9 @@ impl Dispatcher {
             });
             group.notified.remove(fp);
         }
+        items.sort_by(|a, b| {
+            (a.status != Status::Firing, &a.labels).cmp(&(b.status != Status::Firing, &b.labels))
+        });
         group.last_sent_at = Some(now_ms);
         let status = if firing.is_empty() {
             Status::Resolved
