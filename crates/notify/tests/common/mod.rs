@@ -206,7 +206,18 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start(reject_rcpt: bool) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind smtp sink");
+        Self::serve(
+            TcpListener::bind("127.0.0.1:0").expect("bind smtp sink"),
+            reject_rcpt,
+        )
+    }
+
+    /// An accepting sink on a listener the test bound itself.
+    pub fn on(listener: TcpListener) -> Self {
+        Self::serve(listener, false)
+    }
+
+    fn serve(listener: TcpListener, reject_rcpt: bool) -> Self {
         let addr = listener.local_addr().expect("sink address");
         let mails = Arc::new(Mutex::new(Vec::new()));
         let m = Arc::clone(&mails);
