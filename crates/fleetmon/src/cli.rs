@@ -36,6 +36,9 @@ pub enum Command {
     Sim(SimArgs),
     /// Run a server and a simulated fleet together, and print the dashboard URL.
     Demo(DemoArgs),
+    /// Anomaly detection tools: run the streaming detector over benchmark data.
+    #[command(subcommand)]
+    Anomaly(crate::anomaly::AnomalyCommand),
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),

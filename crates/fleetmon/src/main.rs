@@ -1,6 +1,7 @@
 //! The `fleetmon` operator binary: parses the command line and hands over to the libraries.
 //! Its output on stdout is its interface (URLs, JSON summaries); logs go to stderr.
 
+mod anomaly;
 mod cli;
 mod config;
 mod demo;
@@ -26,6 +27,7 @@ fn main() -> anyhow::Result<()> {
             Command::Server(args) => server(args).await,
             Command::Sim(args) => sim(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Anomaly(command) => anomaly::run(command),
             Command::Config(cli::ConfigCommand::Default) => {
                 say(config::DEFAULT.trim_end());
                 Ok(())
