@@ -25,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut d = Detector::default();
         let mut timestamps = Vec::new();
         let mut scores = Vec::new();
+        let mut dump = String::new();
         for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
             let mut f = line.split(',');
             let ts = f
@@ -34,6 +35,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let v: f64 = f.next().ok_or("no value")?.trim().parse()?;
             timestamps.push(ts);
             scores.push(d.observe(ts.div_euclid(1000), v));
+            if std::env::var("DUMP").is_ok() {
+                use std::fmt::Write;
+                let _ = writeln!(
+                    dump,
+                    "{},{:?}",
+                    scores[scores.len() - 1],
+                    d.last_surprises()
+                );
+            }
+        }
+        if let Ok(dir) = std::env::var("DUMP") {
+            std::fs::write(format!("{dir}/{}", key.replace('/', "__")), &dump)?;
         }
         series.push(nab::SeriesResult {
             name: key,

@@ -304,6 +304,8 @@ impl Detector {
             // A new episode, or one far stronger than the alert that started the quiet period.
             self.since_alert = 0;
             self.alert_surprise = u;
+            // Re-baseline: a level that persists is the new normal, not a string of alerts.
+            self.long.rebase(self.short.mean());
         }
         score.clamp(0.0, 1.0)
     }

@@ -37,6 +37,13 @@ impl Ewm {
         self.var = (1.0 - a) * (self.var + a * d * d);
     }
 
+    /// Moves the mean to `mean`, keeping the spread and the count.
+    pub fn rebase(&mut self, mean: f64) {
+        if mean.is_finite() {
+            self.mean = mean;
+        }
+    }
+
     /// The weighted mean (0 before the first sample).
     pub fn mean(&self) -> f64 {
         self.mean
