@@ -167,22 +167,24 @@ impl Manager {
             last_saved: Vec::new(),
         };
         let mut restored: HashMap<RuleKey, VecDeque<BTreeMap<Fingerprint, Alert>>> = HashMap::new();
-        if let Some(path) = m.options.state_file.clone() {
-            if let Some(file) = load_json::<StateFile>(&path)? {
-                if file.version != STATE_VERSION {
-                    warn!(path = %path.display(), version = file.version, "unknown alert state version; ignored");
-                } else {
-                    let mut n = 0;
-                    for r in file.rules {
-                        n += r.alerts.len();
-                        let alerts = r.alerts.into_iter().map(|a| (a.fingerprint, a)).collect();
-                        restored
-                            .entry((r.group, r.name, r.labels))
-                            .or_default()
-                            .push_back(alerts);
-                    }
-                    debug!(alerts = n, "alert state restored");
+        let file = match m.options.state_file.clone() {
+            Some(path) => load_json::<StateFile>(&path)?.map(|f| (path, f)),
+            None => None,
+        };
+        if let Some((path, file)) = file {
+            if file.version != STATE_VERSION {
+                warn!(path = %path.display(), version = file.version, "unknown alert state version; ignored");
+            } else {
+                let mut n = 0;
+                for r in file.rules {
+                    n += r.alerts.len();
+                    let alerts = r.alerts.into_iter().map(|a| (a.fingerprint, a)).collect();
+                    restored
+                        .entry((r.group, r.name, r.labels))
+                        .or_default()
+                        .push_back(alerts);
                 }
+                debug!(alerts = n, "alert state restored");
             }
         }
         m.install(rules, &mut restored, &mut HashMap::new());
@@ -339,11 +341,11 @@ impl Manager {
             g.eval_seconds = started.elapsed().as_secs_f64();
             out.evaluated_groups.push(g.group.name.clone());
         }
-        if !out.evaluated_groups.is_empty() {
-            if let Err(e) = self.save() {
-                warn!(error = %e, "alert state not saved");
-                out.state_error = Some(e.to_string());
-            }
+        if !out.evaluated_groups.is_empty()
+            && let Err(e) = self.save()
+        {
+            warn!(error = %e, "alert state not saved");
+            out.state_error = Some(e.to_string());
         }
         out
     }

@@ -214,7 +214,7 @@ impl Silences {
                 },
             })
             .collect();
-        v.sort_by(|a, b| b.silence.updated_at.cmp(&a.silence.updated_at));
+        v.sort_by_key(|s| std::cmp::Reverse(s.silence.updated_at));
         v
     }
 

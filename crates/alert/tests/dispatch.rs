@@ -40,7 +40,7 @@ fn group_wait_batches_then_group_interval_then_repeat() {
     let a2 = firing(&[("alertname", "Offline"), ("device", "d2")], T0 + 10_000);
     let a3 = firing(&[("alertname", "Offline"), ("device", "d3")], T0 + MIN);
     assert!(
-        step(&mut d, &[a1.clone()], T0).is_empty(),
+        step(&mut d, std::slice::from_ref(&a1), T0).is_empty(),
         "waits group_wait"
     );
     assert!(step(&mut d, &[a1.clone(), a2.clone()], T0 + 10_000).is_empty());
@@ -258,7 +258,7 @@ fn silences_mute_until_expired() {
         .expect("silence");
     for i in 0..5 {
         assert!(
-            step(&mut d, &[a.clone()], T0 + i * MIN).is_empty(),
+            step(&mut d, std::slice::from_ref(&a), T0 + i * MIN).is_empty(),
             "minute {i}"
         );
     }
@@ -267,7 +267,7 @@ fn silences_mute_until_expired() {
         Some(vec![id.clone()])
     );
     d.silences_mut().expire(&id, T0 + 5 * MIN).expect("expire");
-    let got = step(&mut d, &[a.clone()], T0 + 5 * MIN);
+    let got = step(&mut d, std::slice::from_ref(&a), T0 + 5 * MIN);
     assert_eq!(got.len(), 1, "expired silence lets it through");
     assert_eq!(got[0].status, Status::Firing);
 }
@@ -288,15 +288,18 @@ fn a_silence_ending_by_time_lets_alerts_through() {
             T0,
         )
         .expect("silence");
-    assert!(step(&mut d, &[a.clone()], T0 + 2 * MIN).is_empty());
-    assert_eq!(step(&mut d, &[a.clone()], T0 + 3 * MIN).len(), 1);
+    assert!(step(&mut d, std::slice::from_ref(&a), T0 + 2 * MIN).is_empty());
+    assert_eq!(
+        step(&mut d, std::slice::from_ref(&a), T0 + 3 * MIN).len(),
+        1
+    );
 }
 
 #[test]
 fn a_resolution_is_sent_even_if_a_silence_now_matches() {
     let mut d = dispatcher(INHIBIT);
     let a = firing(&[("alertname", "CpuHigh"), ("device", "d1")], T0);
-    assert_eq!(step(&mut d, &[a.clone()], T0).len(), 1);
+    assert_eq!(step(&mut d, std::slice::from_ref(&a), T0).len(), 1);
     d.silences_mut()
         .add(
             NewSilence {
@@ -310,7 +313,7 @@ fn a_resolution_is_sent_even_if_a_silence_now_matches() {
         )
         .expect("silence");
     assert!(
-        step(&mut d, &[a.clone()], T0 + MIN).is_empty(),
+        step(&mut d, std::slice::from_ref(&a), T0 + MIN).is_empty(),
         "muted, no resolve for muting"
     );
     let got = step(&mut d, &[], T0 + 2 * MIN);
@@ -379,7 +382,7 @@ fn gateway_offline_folds_its_children_into_one_notification() {
         Some(2)
     );
     // The gateway comes back, a child stays down: now the child is notified on its own.
-    let got = step(&mut d, &[c1.clone()], T0 + MIN);
+    let got = step(&mut d, std::slice::from_ref(&c1), T0 + MIN);
     let mut seen: Vec<(String, Status)> = got
         .iter()
         .flat_map(|n| {
@@ -469,7 +472,7 @@ fn flapping_alerts_are_held_until_stable() {
     let mut later = Vec::new();
     for i in 13..=40 {
         later.extend(
-            step(&mut d, &[a.clone()], T0 + i * MIN)
+            step(&mut d, std::slice::from_ref(&a), T0 + i * MIN)
                 .into_iter()
                 .map(|n| (i, n.status)),
         );
@@ -534,12 +537,12 @@ fn ids_are_never_reused_across_restarts() {
     let a = firing(&[("alertname", "CpuHigh"), ("device", "d1")], T0);
     let first = {
         let mut d = Dispatcher::open(config(), dir.path()).expect("open");
-        let n = step(&mut d, &[a.clone()], T0);
+        let n = step(&mut d, std::slice::from_ref(&a), T0);
         step(&mut d, &[], T0 + MIN);
         n
     };
     let mut d = Dispatcher::open(config(), dir.path()).expect("reopen");
-    let again = step(&mut d, &[a.clone()], T0 + 2 * MIN);
+    let again = step(&mut d, std::slice::from_ref(&a), T0 + 2 * MIN);
     assert_eq!(again.len(), 1);
     assert_eq!(first[0].group_key, again[0].group_key);
     assert!(again[0].sequence > first[0].sequence + 1);

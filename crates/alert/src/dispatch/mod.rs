@@ -468,10 +468,10 @@ impl Dispatcher {
             let mut down: HashMap<(&str, &str), Fingerprint> = HashMap::new();
             for (fp, e) in &firing {
                 let name = e.labels.get(ALERTNAME).map_or("", String::as_str);
-                if let Some(dev) = e.labels.get(&topo.device_label) {
-                    if topo.alertnames.iter().any(|n| n == name) {
-                        down.insert((name, dev.as_str()), **fp);
-                    }
+                if let Some(dev) = e.labels.get(&topo.device_label)
+                    && topo.alertnames.iter().any(|n| n == name)
+                {
+                    down.insert((name, dev.as_str()), **fp);
                 }
             }
             for (fp, e) in &firing {
