@@ -1,6 +1,7 @@
 //! Scores the detector on the NAB files beside the repository, on the full set and on two
 //! halves (alternate files within each category, in name order), so a tuning change can be
-//! checked on the half it was not made on.
+//! checked on the half it was not made on. With `DUMP=DIR` set it also writes, per file, each
+//! row's score and feature surprises to `DIR`.
 //!
 //! ```sh
 //! cargo run --release -p fleetmon-anomaly --example nab_split -- [NAB_DIR]
@@ -68,6 +69,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         *k += 1;
     }
+    println!(
+        "state: {} bytes per series",
+        std::mem::size_of::<Detector>()
+    );
     println!("set      standard  low_FP  low_FN   (det/miss/fp at standard)");
     for (name, set) in [("full", &series), ("half A", &a), ("half B", &b)] {
         let s = nab::score_series(set)?;

@@ -17,7 +17,8 @@
 //! done"; the largest surprise is mapped into [0, 1] so that 1 scores 0.5. Spike and level
 //! count only where the daily profile does not explain them either. After a score crosses the
 //! alert level, scores are damped for a while — unless a much stronger surprise comes — so one
-//! episode raises one alert.
+//! episode raises one alert, and the long-run level moves to the short-run mean, so a shift
+//! that persists becomes the new normal instead of alerting again.
 //!
 //! All state is a fixed number of floats: memory per series is constant and each sample costs
 //! O(1). The score of a sample depends only on that sample and the ones before it.

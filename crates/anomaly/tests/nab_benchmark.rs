@@ -1,12 +1,13 @@
 //! The detector on the NAB files beside the repository (`../shared/data/nab`), scored by our
-//! NAB scorer: it must stay above KNN CAD (48.5 on these 26 files, standard profile).
+//! NAB scorer: it must stay within 2 points of its recorded standard score (59.0 on these 26
+//! files), well above KNN CAD (48.5).
 
 use std::path::Path;
 
 use fleetmon_anomaly::nab;
 
 #[test]
-fn detector_beats_knn_cad_on_the_provided_nab_files() {
+fn detector_holds_its_score_on_the_provided_nab_files() {
     let nab_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/nab");
     if !nab_dir.join("data").is_dir() {
         println!(
@@ -26,5 +27,5 @@ fn detector_beats_knn_cad_on_the_provided_nab_files() {
     )
     .expect("score");
     println!("{scores:#?}");
-    assert!(scores.standard > 48.5, "standard {:.1}", scores.standard);
+    assert!(scores.standard > 56.9, "standard {:.1}", scores.standard);
 }
