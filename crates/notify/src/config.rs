@@ -416,6 +416,16 @@ receiver = "ops"
     }
 
     #[test]
+    fn the_documented_example_is_valid() {
+        let doc = include_str!("../../../docs/notifications.md");
+        let start = doc.find("```toml\n").expect("a toml block in the doc") + "```toml\n".len();
+        let len = doc[start..].find("```").expect("end of the toml block");
+        let c = NotifyConfig::from_toml(&doc[start..start + len]).unwrap();
+        assert_eq!(c.receivers["ops"].email[0].port(), 587);
+        assert_eq!(c.routes.len(), 1);
+    }
+
+    #[test]
     fn unknown_keys_are_errors_naming_the_key() {
         let e = NotifyConfig::from_toml("[receivers.ops]\nwebhok = []\n").unwrap_err();
         assert!(e.to_string().contains("webhok"), "{e}");
