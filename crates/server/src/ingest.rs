@@ -410,6 +410,13 @@ fn commit_group(wal: &mut Wal, group: &mut Vec<Request>, state: &State) {
                 return;
             }
         }
+        // Derived, so never a reason to refuse the batches: a failure is logged.
+        let scores = state.anomaly_scores(&samples);
+        if !scores.is_empty()
+            && let Err(e) = state.store.append(&scores)
+        {
+            tracing::error!(error = %e, "anomaly scores not stored");
+        }
     }
 
     // 2. One record per batch (and event) in the WAL, one sync.

@@ -2,7 +2,7 @@
 //! the clock.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use fleetmon_protocol::Limits;
 
@@ -29,6 +29,8 @@ pub struct State {
     pub query: fleetmon_promql::Options,
     /// Where device tags are kept (`DATA_DIR/tags.json`); none in unit tests.
     pub tags_path: Option<std::path::PathBuf>,
+    /// Streaming anomaly detectors of incoming samples.
+    pub anomaly: Mutex<crate::fleet::anomaly::Scorer>,
 }
 
 impl State {
@@ -50,12 +52,24 @@ impl State {
             firmware_policy: None,
             query: fleetmon_promql::Options::default(),
             tags_path: None,
+            anomaly: Mutex::new(crate::fleet::anomaly::Scorer::default()),
         }
     }
 
     /// Reads the registry. A panic elsewhere never leaves it unusable: the data is plain.
     pub fn registry(&self) -> RwLockReadGuard<'_, Registry> {
         self.registry.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Anomaly scores of `samples` (those of watched metrics), as samples to store.
+    pub fn anomaly_scores(
+        &self,
+        samples: &[(crate::store::SeriesKey, crate::store::Point)],
+    ) -> Vec<(crate::store::SeriesKey, crate::store::Point)> {
+        self.anomaly
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .score(samples)
     }
 
     pub fn registry_mut(&self) -> RwLockWriteGuard<'_, Registry> {

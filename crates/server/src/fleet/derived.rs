@@ -1,7 +1,8 @@
 //! Series the server derives from what it knows about each device, written into the store on
 //! a fixed cadence so PromQL, the rules and Grafana see them like any other series:
 //! availability, integrity counters, timing, firmware compliance, new listening ports, and the
-//! forecasts (battery empty, disk full) with their uncertainty bands.
+//! forecasts (battery empty, disk full) with their uncertainty bands, and the peer anomaly
+//! scores ([`super::anomaly`]).
 //!
 //! Every derived series carries the `device` label and the device's `site`, `group`, `model`
 //! and `gateway` tags where set (the `gateway` tag is what topology-aware alert suppression
@@ -149,6 +150,13 @@ pub fn snapshot(
             put("listening_ports_new", &[], n as f64);
         }
     }
+    let labels_of = |id: &str| registry.get(id).map(|d| key("", id, d, &[]).labels);
+    out.extend(super::anomaly::peer_scores(
+        registry,
+        labels_of,
+        now_ms,
+        settings.offline_after_ms,
+    ));
     out
 }
 

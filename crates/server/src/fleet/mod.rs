@@ -10,11 +10,13 @@
 //! - [`firmware`]: the firmware policy — minimum versions, vulnerable ranges.
 //! - [`health`]: ok / warning / critical with reasons.
 //! - [`trend`]: robust line fits for forecasts.
+//! - [`anomaly`]: anomaly scores of incoming samples and of devices against their peers.
 //! - [`derived`]: the series derived from all of the above, written into the store.
 //!
 //! The registry is rebuilt from the WAL on start (batches and integrity events); connection
 //! state starts empty, so every device starts offline.
 
+pub mod anomaly;
 pub mod availability;
 pub mod derived;
 pub mod energy;
