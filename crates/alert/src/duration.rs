@@ -168,4 +168,11 @@ mod tests {
         }
         assert_eq!(format_duration(5_400_000), "1h30m");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_duration_round_trips(ms in 0i64..100 * 365 * 86_400_000) {
+            proptest::prop_assert_eq!(parse_duration(&format_duration(ms)), Ok(ms));
+        }
+    }
 }
