@@ -114,6 +114,9 @@ struct EntryFile {
     format: u32,
     id: String,
     enqueued_ms: u64,
+    /// Enqueue order within this outbox (ties in `enqueued_ms` are common).
+    #[serde(default)]
+    seq: u64,
     targets: Vec<String>,
     notification: Notification,
 }
@@ -273,7 +276,7 @@ impl Outbox {
     }
 
     fn load_queue(&mut self) -> Result<(), OutboxError> {
-        let mut files: Vec<(u64, String, EntryFile, u64)> = Vec::new();
+        let mut files: Vec<(String, EntryFile, u64)> = Vec::new();
         let mut marks: HashMap<String, Vec<(usize, TargetState, PathBuf)>> = HashMap::new();
         for de in fs::read_dir(&self.q).map_err(io_err(&self.q))? {
             let path = de.map_err(io_err(&self.q))?.path();
@@ -286,7 +289,7 @@ impl Outbox {
                 let read = fs::read(&path).map_err(io_err(&path))?;
                 match serde_json::from_slice::<EntryFile>(&read) {
                     Ok(e) if key_of(&e.id) == key && !e.targets.is_empty() => {
-                        files.push((e.enqueued_ms, key.to_owned(), e, read.len() as u64));
+                        files.push((key.to_owned(), e, read.len() as u64));
                     }
                     Ok(_) => quarantine(&path, "id does not match the file name, or no targets"),
                     Err(e) => quarantine(&path, &e.to_string()),
@@ -296,11 +299,14 @@ impl Outbox {
                 marks.entry(key.to_owned()).or_default().push(mark);
             }
         }
-        files.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        files.sort_by(|a, b| {
+            (a.1.seq, a.1.enqueued_ms, &a.0).cmp(&(b.1.seq, b.1.enqueued_ms, &b.0))
+        });
         let mut finish = Vec::new();
-        for (_, key, ef, size) in files {
-            let seq = self.next_seq;
-            self.next_seq += 1;
+        for (key, ef, size) in files {
+            // Keep the recorded order; a duplicate seq (from a hand-edited file) gets a new one.
+            let seq = ef.seq.max(self.next_seq);
+            self.next_seq = seq + 1;
             let mut targets: Vec<Target> = ef
                 .targets
                 .into_iter()
@@ -358,10 +364,12 @@ impl Outbox {
             return Err(OutboxError::NoTargets { id });
         }
         let enqueued_ms = now_ms();
+        let seq = self.next_seq;
         let ef = EntryFile {
             format: 1,
             id: id.clone(),
             enqueued_ms,
+            seq,
             targets,
             notification,
         };
@@ -382,7 +390,6 @@ impl Outbox {
         }
         let key = key_of(&id);
         write_durable(&self.q, &format!("{key}.json"), &bytes)?;
-        let seq = self.next_seq;
         self.next_seq += 1;
         self.bytes += size;
         self.by_id.insert(id, seq);
