@@ -36,6 +36,11 @@ pub enum Command {
     Sim(SimArgs),
     /// Run a server and a simulated fleet together, and print the dashboard URL.
     Demo(DemoArgs),
+    /// List pending and firing alerts of a running server.
+    Alerts(crate::alerts::AlertsArgs),
+    /// Add, list or expire silences on a running server.
+    #[command(subcommand)]
+    Silence(crate::alerts::SilenceCommand),
     /// Anomaly detection tools: run the streaming detector over benchmark data.
     #[command(subcommand)]
     Anomaly(crate::anomaly::AnomalyCommand),
@@ -101,6 +106,25 @@ pub struct ServerArgs {
     /// PromQL: longest a query may run [default: 2m].
     #[arg(long, env = "FLEETMON_QUERY_TIMEOUT", value_parser = parse_duration)]
     pub query_timeout: Option<Duration>,
+    /// An alert rule file (Prometheus's YAML); repeat for more. Added to the config file's.
+    #[arg(long = "rules", env = "FLEETMON_RULES", value_delimiter = ',')]
+    pub rule_files: Vec<PathBuf>,
+    /// Leave out the built-in rule pack.
+    #[arg(long)]
+    pub no_builtin_rules: bool,
+    /// Evaluation interval of rule groups that set none [default: 15s].
+    #[arg(long, env = "FLEETMON_EVALUATION_INTERVAL", value_parser = parse_duration)]
+    pub evaluation_interval: Option<Duration>,
+    /// Alert routes, grouping, inhibition, topology, flap damping (YAML).
+    #[arg(long, env = "FLEETMON_ALERTING_CONFIG")]
+    pub alerting_config: Option<PathBuf>,
+    /// Notification receivers: webhook, Slack, email (TOML).
+    #[arg(long, env = "FLEETMON_RECEIVERS")]
+    pub receivers: Option<PathBuf>,
+    /// How often the derived series (device_up, integrity counters...) are written
+    /// [default: 10s].
+    #[arg(long, env = "FLEETMON_DERIVE_INTERVAL", value_parser = parse_duration)]
+    pub derive_interval: Option<Duration>,
 }
 
 impl ServerArgs {
@@ -166,6 +190,36 @@ impl ServerArgs {
             .query_max_samples
             .or(qry.max_samples)
             .unwrap_or(defaults.query.max_samples);
+        if self
+            .derive_interval
+            .is_some_and(|d| d < Duration::from_millis(100))
+        {
+            bail!("derive interval (--derive-interval) must be at least 100ms");
+        }
+        let al = &file.alerting;
+        let evaluation_interval = match self.evaluation_interval {
+            Some(d) => d,
+            None => from_file_duration("alerting.evaluation_interval", &al.evaluation_interval)?
+                .unwrap_or(defaults.alerting.eval_interval),
+        };
+        if evaluation_interval < Duration::from_secs(1) {
+            bail!(
+                "evaluation interval (--evaluation-interval or alerting.evaluation_interval) must be at least 1s"
+            );
+        }
+        let alerting = fleetmon_server::alerting::AlertingConfig {
+            builtin_rules: !self.no_builtin_rules && al.builtin_rules.unwrap_or(true),
+            rule_files: al
+                .rule_files
+                .iter()
+                .cloned()
+                .chain(self.rule_files)
+                .collect(),
+            eval_interval: evaluation_interval,
+            dispatcher_file: self.alerting_config.or_else(|| al.dispatcher.clone()),
+            notify_file: self.receivers.or_else(|| al.receivers.clone()),
+            ..defaults.alerting.clone()
+        };
         if query_lookback.is_zero() || query_timeout.is_zero() || query_max_samples == 0 {
             bail!("query lookback, timeout and max samples must be greater than zero");
         }
@@ -222,6 +276,8 @@ impl ServerArgs {
                 timeout: query_timeout,
                 ..defaults.query.clone()
             },
+            alerting,
+            derive_interval: self.derive_interval.unwrap_or(defaults.derive_interval),
             ..defaults
         })
     }

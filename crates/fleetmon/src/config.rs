@@ -47,6 +47,19 @@ timeout = "2m"
 [health]
 # Minimum firmware per model and vulnerable version ranges (see docs/health.md), if any.
 # firmware_policy = "/etc/fleetmon/firmware-policy.toml"
+
+[alerting]
+# The built-in rule pack (docs/alerting.md): one rule per concern, default thresholds.
+builtin_rules = true
+# Your own rule files, Prometheus's rule-file YAML; reloaded on SIGHUP.
+# rule_files = ["/etc/fleetmon/rules.yml"]
+# Evaluation interval of rule groups that set none.
+evaluation_interval = "15s"
+# Routes, grouping, inhibition, topology suppression, flap damping (YAML; docs/alerting.md).
+# dispatcher = "/etc/fleetmon/alerting.yml"
+# Receivers: webhook, Slack, email (TOML; docs/notifications.md). Unset: notifications are
+# only logged.
+# receivers = "/etc/fleetmon/receivers.toml"
 "#;
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,6 +73,19 @@ pub struct ConfigFile {
     pub health: HealthSection,
     #[serde(default)]
     pub query: QuerySection,
+    #[serde(default)]
+    pub alerting: AlertingSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertingSection {
+    pub builtin_rules: Option<bool>,
+    #[serde(default)]
+    pub rule_files: Vec<PathBuf>,
+    pub evaluation_interval: Option<String>,
+    pub dispatcher: Option<PathBuf>,
+    pub receivers: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,6 +1,7 @@
 //! The `fleetmon` operator binary: parses the command line and hands over to the libraries.
 //! Its output on stdout is its interface (URLs, JSON summaries); logs go to stderr.
 
+mod alerts;
 mod anomaly;
 mod cli;
 mod config;
@@ -28,6 +29,8 @@ fn main() -> anyhow::Result<()> {
             Command::Sim(args) => sim(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Anomaly(command) => anomaly::run(command),
+            Command::Alerts(args) => alerts::list(&args),
+            Command::Silence(command) => alerts::silence(command),
             Command::Config(cli::ConfigCommand::Default) => {
                 say(config::DEFAULT.trim_end());
                 Ok(())
@@ -61,10 +64,32 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         server.http_addr(),
         server.mqtt_addr()
     ));
-    wait_for_signal().await;
+    wait_for_stop(&server).await;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
+}
+
+/// Until Ctrl-C or SIGTERM; each SIGHUP meanwhile reloads the alert rules.
+async fn wait_for_stop(server: &Server) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            let stop = wait_for_signal();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = hup.recv() => match server.reload_rules() {
+                        Ok(()) => tracing::info!("alert rules reloaded"),
+                        Err(e) => tracing::error!(error = %e, "alert rules not reloaded; the old ones stay"),
+                    },
+                }
+            }
+        }
+    }
+    wait_for_signal().await;
 }
 
 async fn sim(args: SimArgs) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@
 //! - [`listener`]: where connections come from (plain TCP now; TLS slots in here).
 //! - [`mqtt`]: the MQTT 3.1.1 endpoint — sessions, broker (retained, wills, subscriptions).
 //! - [`http`]: REST API, ingest, `/metrics`, `/healthz`, the page at `/`.
+//! - [`alerting`]: rules, dispatcher, notification outbox.
 //! - [`ingest`]: dedupe by `(device, seq)`, WAL group commit, then visibility, then the ack.
 //! - [`wal`]: the write-ahead log's segments and records.
 //! - [`store`]: the sample store trait over the time-series engine (`fleetmon-tsdb`).
@@ -18,6 +19,7 @@
 //! [`Server::start`] binds, replays the WAL and spawns everything; [`Server::shutdown`] stops
 //! it. Tests drive a real server over real sockets on ephemeral ports.
 
+pub mod alerting;
 pub mod clock;
 pub mod fleet;
 pub mod http;
@@ -69,6 +71,8 @@ pub struct ServerConfig {
     pub derive_interval: Duration,
     /// How often the forecasts (battery empty, disk full) are recomputed and written.
     pub forecast_interval: Duration,
+    /// Alert rules, dispatcher settings and receivers.
+    pub alerting: alerting::AlertingConfig,
 }
 
 impl ServerConfig {
@@ -87,6 +91,7 @@ impl ServerConfig {
             query: fleetmon_promql::Options::default(),
             derive_interval: Duration::from_secs(10),
             forecast_interval: Duration::from_secs(300),
+            alerting: alerting::AlertingConfig::default(),
         }
     }
 }
@@ -114,6 +119,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     FirmwarePolicy(#[from] fleet::firmware::PolicyError),
+    #[error(transparent)]
+    Alerting(#[from] alerting::AlertingError),
 }
 
 /// A running server.
@@ -121,6 +128,7 @@ pub struct Server {
     http_addr: SocketAddr,
     mqtt_addr: SocketAddr,
     state: Arc<State>,
+    alerting: Arc<alerting::Alerting>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     wal_writer: Option<JoinHandle<()>>,
@@ -199,6 +207,11 @@ impl Server {
             "WAL replayed"
         );
 
+        let alerting = Arc::new(alerting::Alerting::open(
+            config.alerting.clone(),
+            &config.data_dir.join("alerts"),
+        )?);
+
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let ctx = Arc::new(mqtt::Context::new(Arc::clone(&state), ingest.clone()));
@@ -206,6 +219,7 @@ impl Server {
         let app = http::router(http::AppState {
             state: Arc::clone(&state),
             ingest,
+            alerting: Arc::clone(&alerting),
         });
         let mut http_shutdown = shutdown_rx;
         tasks.spawn(async move {
@@ -218,6 +232,11 @@ impl Server {
         });
         tasks.spawn(sweep_availability(Arc::clone(&state), shutdown.subscribe()));
         tasks.spawn(maintain_store(Arc::clone(&state), shutdown.subscribe()));
+        tasks.spawn(evaluate_rules(
+            Arc::clone(&state),
+            Arc::clone(&alerting),
+            shutdown.subscribe(),
+        ));
         tasks.spawn(derive_series(
             Arc::clone(&state),
             config.derive_interval,
@@ -229,6 +248,7 @@ impl Server {
             http_addr,
             mqtt_addr,
             state,
+            alerting,
             shutdown,
             tasks,
             wal_writer: Some(wal_writer),
@@ -248,6 +268,15 @@ impl Server {
         &self.state
     }
 
+    /// Re-reads the alert rule files and dispatcher settings (SIGHUP); alert state is kept.
+    pub fn reload_rules(&self) -> Result<(), alerting::AlertingError> {
+        self.alerting.reload()
+    }
+
+    pub fn alerting(&self) -> &Arc<alerting::Alerting> {
+        &self.alerting
+    }
+
     /// Stops accepting, closes connections, and waits for the WAL writer to finish.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
@@ -265,6 +294,32 @@ impl Server {
                 .is_err()
             {
                 tracing::warn!("WAL writer still busy at shutdown; leaving it");
+            }
+        }
+    }
+}
+
+/// Every alerting tick, off the runtime: due rule groups evaluated, notifications flushed.
+async fn evaluate_rules(
+    state: Arc<State>,
+    alerting: Arc<alerting::Alerting>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(alerting.tick().max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let engine = fleetmon_promql::Engine::new(state.query.clone());
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {
+                let (st, al, engine) = (Arc::clone(&state), Arc::clone(&alerting), engine.clone());
+                let done = tokio::task::spawn_blocking(move || {
+                    al.cycle(&engine, &st.store, st.now_ms())
+                })
+                .await;
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "alert evaluation panicked");
+                }
             }
         }
     }

@@ -5,6 +5,7 @@
 //! - [`web`]: the HTML page.
 //! - [`error`]: the one place errors become status codes.
 
+pub mod alerts;
 pub mod api;
 pub mod error;
 pub mod prometheus;
@@ -28,6 +29,7 @@ use crate::telemetry::StatusLabels;
 pub struct AppState {
     pub state: Arc<State>,
     pub ingest: Ingest,
+    pub alerting: Arc<crate::alerting::Alerting>,
 }
 
 pub fn router(app: AppState) -> Router {
@@ -43,6 +45,19 @@ pub fn router(app: AppState) -> Router {
             axum::routing::put(api::put_tags),
         )
         .route("/api/v1/fleet", get(api::fleet))
+        .route("/api/v1/alerts", get(alerts::alerts))
+        .route("/api/v1/rules", get(alerts::rules))
+        .route("/api/v1/rules/reload", post(alerts::reload))
+        .route(
+            "/api/v1/silences",
+            get(alerts::silences).post(alerts::add_silence),
+        )
+        .route(
+            "/api/v1/silences/{id}",
+            axum::routing::delete(alerts::expire_silence),
+        )
+        .route("/prometheus/api/v1/alerts", get(alerts::prometheus_alerts))
+        .route("/prometheus/api/v1/rules", get(alerts::prometheus_rules))
         .route("/api/v1/samples", get(api::samples))
         .route("/api/v1/integrity", get(api::integrity))
         .route(

@@ -16,12 +16,12 @@ use axum::extract::{Path, RawQuery, State as AxumState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use fleetmon_promql::params::{parse_duration, parse_time};
-use fleetmon_promql::{Engine, Error as QueryError, Series, Source, Value, format_value};
-use fleetmon_tsdb::{Labels, Matcher, SeriesPoints};
+use fleetmon_promql::{Engine, Error as QueryError, Series, Value, format_value};
+use fleetmon_tsdb::Matcher;
 use serde_json::{Map, Value as JsonValue, json};
 
 use super::AppState;
-use crate::store::SampleStore;
+use crate::store::StoreSource;
 
 /// Most points a range query may return per series (Prometheus's limit).
 const MAX_POINTS_PER_SERIES: i64 = 11_000;
@@ -29,24 +29,6 @@ const MAX_POINTS_PER_SERIES: i64 = 11_000;
 /// An engine with the server's query options (lookback, sample limit, timeout).
 fn engine(app: &AppState) -> Engine {
     Engine::new(app.state.query.clone())
-}
-
-/// The store as the engine's [`Source`].
-struct StoreSource(Arc<dyn SampleStore>);
-
-impl Source for StoreSource {
-    fn select(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<SeriesPoints> {
-        self.0.select_matching(matchers, start_ms, end_ms)
-    }
-    fn series(&self, matchers: &[Matcher]) -> Vec<Labels> {
-        self.0.series_matching(matchers)
-    }
-    fn label_names(&self, matchers: &[Matcher]) -> Vec<String> {
-        self.0.label_names(matchers)
-    }
-    fn label_values(&self, name: &str, matchers: &[Matcher]) -> Vec<String> {
-        self.0.label_values(name, matchers)
-    }
 }
 
 /// A Prometheus API error.

@@ -90,3 +90,27 @@ pub trait SampleStore: Send + Sync {
     /// Housekeeping: flush, compact, apply retention. Called now and then.
     fn maintain(&self, now_ms: i64) -> Result<(), StoreError>;
 }
+
+/// The store as the PromQL engine's [`fleetmon_promql::Source`]: what the query API and the
+/// alert rules read.
+pub struct StoreSource(pub std::sync::Arc<dyn SampleStore>);
+
+impl fleetmon_promql::Source for StoreSource {
+    fn select(
+        &self,
+        matchers: &[fleetmon_tsdb::Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Vec<fleetmon_tsdb::SeriesPoints> {
+        self.0.select_matching(matchers, start_ms, end_ms)
+    }
+    fn series(&self, matchers: &[fleetmon_tsdb::Matcher]) -> Vec<fleetmon_tsdb::Labels> {
+        self.0.series_matching(matchers)
+    }
+    fn label_names(&self, matchers: &[fleetmon_tsdb::Matcher]) -> Vec<String> {
+        self.0.label_names(matchers)
+    }
+    fn label_values(&self, name: &str, matchers: &[fleetmon_tsdb::Matcher]) -> Vec<String> {
+        self.0.label_values(name, matchers)
+    }
+}
