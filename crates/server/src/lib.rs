@@ -357,44 +357,62 @@ async fn derive_series(
             _ = shutdown.changed() => return,
             _ = tick.tick() => {
                 let now = state.now_ms();
-                let settings = fleet::derived::Settings {
-                    offline_after_ms: state.offline_after_ms,
-                    missing_grace_ms: state.missing_grace_ms,
-                };
-                let (samples, targets) = {
-                    let registry = state.registry();
-                    let samples = fleet::derived::snapshot(
-                        &registry,
-                        settings,
-                        state.firmware_policy.as_ref(),
-                        &mut ports,
-                        now,
-                    );
-                    let due = last_forecast.is_none_or(|t| now - t >= forecast_ms);
-                    let targets = due.then(|| fleet::derived::forecast_targets(&registry));
-                    (samples, targets)
-                };
-                if targets.is_some() {
+                let due = last_forecast.is_none_or(|t| now - t >= forecast_ms);
+                if due {
                     last_forecast = Some(now);
                 }
                 let st = Arc::clone(&state);
+                let mut p = std::mem::take(&mut ports);
                 let done = tokio::task::spawn_blocking(move || {
-                    st.store.append(&samples)?;
-                    if let Some(targets) = targets {
-                        let forecasts = fleet::derived::forecasts(&targets, st.store.as_ref(), now);
-                        st.store.append(&forecasts)?;
-                    }
-                    Ok::<_, StoreError>(())
+                    let r = write_derived(&st, &mut p, due, now);
+                    (r, p)
                 })
                 .await;
                 match done {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "writing derived series failed"),
+                    Ok((r, p)) => {
+                        ports = p;
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "writing derived series failed");
+                        }
+                    }
                     Err(e) => tracing::error!(error = %e, "deriving series panicked"),
                 }
             }
         }
     }
+}
+
+/// Writes the derived series of every device at `now_ms` into the store (and the forecasts
+/// when `forecasts`). What the server's task does every `derive_interval`; tests with their
+/// own clock call it directly.
+pub fn write_derived(
+    state: &State,
+    ports: &mut fleet::derived::PortBaselines,
+    forecasts: bool,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let settings = fleet::derived::Settings {
+        offline_after_ms: state.offline_after_ms,
+        missing_grace_ms: state.missing_grace_ms,
+    };
+    let (samples, targets) = {
+        let registry = state.registry();
+        let samples = fleet::derived::snapshot(
+            &registry,
+            settings,
+            state.firmware_policy.as_ref(),
+            ports,
+            now_ms,
+        );
+        let targets = forecasts.then(|| fleet::derived::forecast_targets(&registry));
+        (samples, targets)
+    };
+    state.store.append(&samples)?;
+    if let Some(targets) = targets {
+        let forecasts = fleet::derived::forecasts(&targets, state.store.as_ref(), now_ms);
+        state.store.append(&forecasts)?;
+    }
+    Ok(())
 }
 
 /// Once a minute, the store's housekeeping (flush, compaction, retention), off the runtime.
