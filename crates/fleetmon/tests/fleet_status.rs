@@ -91,7 +91,7 @@ fn tags_health_filters_and_rollups() {
     );
     assert_eq!(s, 400, "{e}");
 
-    let ts = 1_700_000_000_000;
+    let ts = fleetmon_tsdb::db::system_clock();
     let ingest = format!("{base}/api/v1/ingest");
     post(
         &ingest,
@@ -234,6 +234,30 @@ fn battery_drain_and_time_to_empty() {
     assert!((tte - 14.0 * 3600.0).abs() < 0.1 * 14.0 * 3600.0, "{b}");
     assert!((b["battery"]["drain_ratio_per_hour"].as_f64().unwrap() - 0.05).abs() < 0.005);
     assert_eq!(b["battery"]["charging"], false);
+    let (low, high) = (
+        b["battery"]["time_to_empty_low_seconds"].as_f64().unwrap(),
+        b["battery"]["time_to_empty_high_seconds"].as_f64().unwrap(),
+    );
+    assert!(low <= tte && tte <= high && high - low < 0.5 * tte, "{b}");
+
+    // A disk losing 100 MB a minute with 6 GB left: full in an hour; a steady one: no forecast.
+    let disk: Vec<Sample> = (0..=60)
+        .flat_map(|m| {
+            let t = now - (60 - m) * 60_000;
+            [
+                Sample::new("filesystem_avail_bytes", t, 12e9 - 1e8 * m as f64)
+                    .with_label("mountpoint", "/data"),
+                Sample::new("filesystem_avail_bytes", t, 5e9).with_label("mountpoint", "/"),
+            ]
+        })
+        .collect();
+    post(&ingest, &batch("disk1", disk));
+    let (_, d) = get(&format!("{base}/api/v1/devices/disk1"));
+    let full = d["disk_full"].as_array().expect("disk forecasts");
+    assert_eq!(full.len(), 1, "{d}");
+    assert_eq!(full[0]["mountpoint"], "/data");
+    let eta = full[0]["eta_seconds"].as_f64().unwrap();
+    assert!((eta - 3600.0).abs() < 120.0, "{d}");
 
     rt.block_on(server.shutdown());
 }

@@ -28,6 +28,30 @@ pub const DISK_WINDOW_MS: i64 = 6 * 3_600_000;
 /// A disk-full forecast further out than this is not written (the disk is not filling).
 pub const DISK_HORIZON_HOURS: f64 = 30.0 * 24.0;
 
+/// Whether `metric` is one the server writes itself (derived series, anomaly scores, alert
+/// rules' `ALERTS`), not one a device sent.
+pub fn is_derived(metric: &str) -> bool {
+    const NAMES: [&str; 14] = [
+        "device_up",
+        "device_last_seen_timestamp_seconds",
+        "ingest_data_latency_seconds",
+        "device_clock_skew_seconds",
+        "firmware_vulnerable",
+        "firmware_below_policy",
+        "listening_ports_new",
+        "battery_drain_ratio_per_hour",
+        "anomaly_score",
+        "anomaly_peer_score",
+        "ALERTS",
+        "battery_time_to_empty_seconds",
+        "battery_time_to_empty_low_seconds",
+        "battery_time_to_empty_high_seconds",
+    ];
+    NAMES.contains(&metric)
+        || metric.starts_with("ingest_batches_")
+        || metric.starts_with("disk_full_eta_")
+}
+
 /// What the derivation settings are.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -249,36 +273,59 @@ pub fn forecasts(
             }
         }
         if t.disk {
-            for s in store.select(
-                &selector("filesystem_avail_bytes"),
-                now_ms - DISK_WINDOW_MS,
-                now_ms,
-            ) {
-                let Some(mount) = s.labels.get("mountpoint") else {
-                    continue;
-                };
-                let points: Vec<(i64, f64)> = s.points.iter().map(|p| (p.ts_ms, p.value)).collect();
-                // At least ten minutes of history before forecasting.
-                let span = points.last().map_or(0, |l| l.0) - points.first().map_or(0, |f| f.0);
-                if points.len() < 5 || span < 10 * 60_000 {
-                    continue;
-                }
-                let Some((best, soonest, latest)) =
-                    trend::fit(&points).and_then(|t| t.hours_until(0.0))
-                else {
-                    continue;
-                };
-                if best > DISK_HORIZON_HOURS {
-                    continue;
-                }
-                let m = [("mountpoint", mount.as_str())];
-                put("disk_full_eta_seconds", &m, best * 3600.0);
-                put("disk_full_eta_low_seconds", &m, soonest * 3600.0);
-                if let Some(h) = latest {
-                    put("disk_full_eta_high_seconds", &m, h * 3600.0);
+            for f in disk_forecasts(store, &t.id, now_ms) {
+                let m = [("mountpoint", f.mountpoint.as_str())];
+                put("disk_full_eta_seconds", &m, f.eta_seconds);
+                put("disk_full_eta_low_seconds", &m, f.eta_low_seconds);
+                if let Some(h) = f.eta_high_seconds {
+                    put("disk_full_eta_high_seconds", &m, h);
                 }
             }
         }
+    }
+    out
+}
+
+/// When a filling filesystem will be full, with its band.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DiskForecast {
+    pub mountpoint: String,
+    pub eta_seconds: f64,
+    pub eta_low_seconds: f64,
+    /// None when the slow end of the band does not fill at all.
+    pub eta_high_seconds: Option<f64>,
+}
+
+/// Disk-full forecasts of `device`'s filesystems that fill within [`DISK_HORIZON_HOURS`],
+/// from [`DISK_WINDOW_MS`] of `filesystem_avail_bytes` (at least 10 minutes and 5 points).
+pub fn disk_forecasts(store: &dyn SampleStore, device: &str, now_ms: i64) -> Vec<DiskForecast> {
+    let selector = crate::store::Selector {
+        metric: Some("filesystem_avail_bytes".to_owned()),
+        labels: BTreeMap::from([("device".to_owned(), device.to_owned())]),
+    };
+    let mut out = Vec::new();
+    for s in store.select(&selector, now_ms - DISK_WINDOW_MS, now_ms) {
+        let Some(mount) = s.labels.get("mountpoint") else {
+            continue;
+        };
+        let points: Vec<(i64, f64)> = s.points.iter().map(|p| (p.ts_ms, p.value)).collect();
+        let span = points.last().map_or(0, |l| l.0) - points.first().map_or(0, |f| f.0);
+        if points.len() < 5 || span < 10 * 60_000 {
+            continue;
+        }
+        let Some((best, soonest, latest)) = trend::fit(&points).and_then(|t| t.hours_until(0.0))
+        else {
+            continue;
+        };
+        if best > DISK_HORIZON_HOURS {
+            continue;
+        }
+        out.push(DiskForecast {
+            mountpoint: mount.clone(),
+            eta_seconds: best * 3600.0,
+            eta_low_seconds: soonest * 3600.0,
+            eta_high_seconds: latest.map(|h| h * 3600.0),
+        });
     }
     out
 }

@@ -71,6 +71,10 @@ pub struct DeviceView {
     /// `battery_charge_ratio` (detail view only, when the device has a battery).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub battery: Option<Estimate>,
+    /// When each filling filesystem will be full, with the uncertainty band (detail view
+    /// only; mounts that are not filling are left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_full: Option<Vec<crate::fleet::derived::DiskForecast>>,
 }
 
 /// Battery history looked at for the estimate.
@@ -137,6 +141,8 @@ fn view(id: &str, d: &Device, st: &State, now_ms: i64, detail: bool) -> DeviceVi
         } else {
             None
         },
+        disk_full: detail
+            .then(|| crate::fleet::derived::disk_forecasts(st.store.as_ref(), id, now_ms)),
     }
 }
 
