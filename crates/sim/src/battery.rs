@@ -20,7 +20,9 @@ const OCV: [(f64, f64); 9] = [
     (1.00, 4.18),
 ];
 
-const CAPACITY_AH: f64 = 6.0;
+/// A pack that runs the node for about four days on a charge (it is plugged in about every
+/// other day), so a healthy node is never within a day of empty after a charge.
+const CAPACITY_AH: f64 = 20.0;
 const INTERNAL_OHMS: f64 = 0.06;
 const CHARGE_AMPS: f64 = 1.5;
 /// Idle draw and the extra at 100 % CPU.
@@ -56,7 +58,21 @@ impl Battery {
     }
 
     /// Advances `dt` seconds with the CPU at `cpu_ratio`.
+    #[cfg(test)]
     pub fn step(&mut self, rng: &mut Rng, dt: f64, cpu_ratio: f64) -> Reading {
+        self.step_failing(rng, dt, cpu_ratio, 0.0)
+    }
+
+    /// Like [`Battery::step`], with a failing cell or charger when `extra_drain_per_s > 0`:
+    /// no charging, and that much more charge (as a ratio of full) lost every second.
+    pub fn step_failing(
+        &mut self,
+        rng: &mut Rng,
+        dt: f64,
+        cpu_ratio: f64,
+        extra_drain_per_s: f64,
+    ) -> Reading {
+        let failing = extra_drain_per_s > 0.0;
         match self.plugged_for_s {
             Some(left) if left <= 0.0 => self.plugged_for_s = None,
             Some(left) => self.plugged_for_s = Some(left - dt),
@@ -74,6 +90,9 @@ impl Battery {
                 }
             }
         }
+        if failing {
+            self.plugged_for_s = None;
+        }
         let load = IDLE_AMPS + CPU_AMPS * cpu_ratio.clamp(0.0, 1.0);
         let (current, discharging) = if self.plugged_for_s.is_some() {
             // Constant current, tapering linearly from 80 % to nothing at full; the charger
@@ -84,8 +103,9 @@ impl Battery {
             (load, true)
         };
         let delta_ah = current * dt / 3_600.0;
+        let extra = if failing { extra_drain_per_s * dt } else { 0.0 };
         self.charge = if discharging {
-            (self.charge - delta_ah / CAPACITY_AH).max(0.0)
+            (self.charge - delta_ah / CAPACITY_AH - extra).max(0.0)
         } else {
             (self.charge + delta_ah / CAPACITY_AH).min(1.0)
         };

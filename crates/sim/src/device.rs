@@ -78,6 +78,8 @@ pub(crate) struct DeviceConfig {
     pub drain_timeout: Duration,
     pub max_unacked: usize,
     pub faults: FaultPlan,
+    /// The scenario's value faults, applied by the generator.
+    pub value_faults: crate::scenario::DeviceFaults,
     /// The start of the run, which outage windows are relative to.
     pub run_started: Instant,
 }
@@ -158,6 +160,7 @@ pub(crate) async fn run_device(
         boot_id: id.boot_id.clone(),
         first_seq: cfg.first_seq,
         clock_skew_ms: cfg.faults.clock_skew_ms,
+        value_faults: cfg.value_faults.windows.clone(),
         ..DeviceSummary::default()
     };
     let outage = cfg
@@ -167,8 +170,10 @@ pub(crate) async fn run_device(
             start: crate::later(cfg.run_started, w.start),
             length: w.length,
         });
+    let mut generator = Generator::new(id);
+    generator.set_faults(cfg.value_faults.clone());
     let mut device = Device {
-        generator: Generator::new(id),
+        generator,
         outbox: Outbox::new(WINDOW, cfg.max_unacked),
         telemetry_topic: Topic::telemetry(&id.device),
         status_topic: Topic::status(&id.device),
@@ -612,6 +617,7 @@ mod tests {
             drain_timeout: Duration::from_secs(1),
             max_unacked: 10,
             faults: faults.plan(1, 0, 1, Duration::from_secs(1)),
+            value_faults: Default::default(),
             run_started: Instant::now(),
         };
         Device {

@@ -14,4 +14,6 @@ pub enum SimError {
     DeviceTask { device: String, reason: String },
     #[error("writing the ground truth to {path}: {reason}")]
     Truth { path: String, reason: String },
+    #[error(transparent)]
+    Scenario(#[from] crate::scenario::ScenarioError),
 }

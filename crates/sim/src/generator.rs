@@ -13,8 +13,9 @@ use fleetmon_protocol::{Batch, Sample};
 use crate::battery::Battery;
 use crate::identity::Identity;
 use crate::model::Profile;
+use crate::scenario::{DeviceFaults, FaultKind};
 use crate::signal::{
-    Bursts, Counter, Lag, MeanReverting, diurnal, gaussian, happens, poisson, uniform,
+    Bursts, Counter, Lag, MeanReverting, diurnal, gaussian, happens, mix, poisson, uniform,
 };
 
 /// Reported as `device_info{agent_version}`.
@@ -62,10 +63,82 @@ pub struct Generator {
     humidity: MeanReverting,
     battery: Option<Battery>,
     processes: MeanReverting,
-    ports_offset: f64,
     rtt_walk: MeanReverting,
     loss_walk: MeanReverting,
     congestion: Bursts,
+    /// Value faults (see [`crate::scenario`]) and their own random stream, so a fault
+    /// changes only what it is about: everything else matches the healthy run.
+    faults: DeviceFaults,
+    fault_rng: Rng,
+}
+
+/// What the active value faults do at one instant.
+#[derive(Debug, Default)]
+struct Effects<'a> {
+    cpu_at_least: Option<f64>,
+    memory_at_least: Option<(f64, f64)>,
+    /// Target temperature and how far along the ramp (0..1).
+    overheat: Option<(f64, f64)>,
+    battery_drain_per_s: f64,
+    /// Mount point and bytes per second (as a ratio of the size).
+    disk_fill: Vec<(&'a str, f64)>,
+    rtt: Option<f64>,
+    jitter: Option<f64>,
+    loss: Option<f64>,
+    ports: Vec<(&'a str, u16)>,
+    firmware: Option<&'a str>,
+    shifts: Vec<(&'a str, f64)>,
+}
+
+impl<'a> Effects<'a> {
+    fn at(faults: &'a DeviceFaults, ts_ms: i64) -> Self {
+        let mut fx = Effects::default();
+        for w in faults.windows.iter().filter(|w| w.active(ts_ms)) {
+            match &w.kind {
+                FaultKind::Overheat { celsius, ramp_ms } => {
+                    let along = if *ramp_ms <= 0 {
+                        1.0
+                    } else {
+                        ((ts_ms - w.start_ms) as f64 / *ramp_ms as f64).clamp(0.0, 1.0)
+                    };
+                    fx.overheat = Some((*celsius, along));
+                }
+                FaultKind::BatteryDrain { empty_in_ms } => {
+                    fx.battery_drain_per_s += 1_000.0 / (*empty_in_ms).max(1) as f64;
+                }
+                FaultKind::Cpu { ratio } => {
+                    fx.cpu_at_least = Some(fx.cpu_at_least.map_or(*ratio, |r| r.max(*ratio)));
+                }
+                FaultKind::Memory { ratio, swap_ratio } => {
+                    fx.memory_at_least = Some((*ratio, *swap_ratio));
+                }
+                FaultKind::DiskFill {
+                    mountpoint,
+                    full_in_ms,
+                } => fx
+                    .disk_fill
+                    .push((mountpoint, 1_000.0 / (*full_in_ms).max(1) as f64)),
+                FaultKind::Network {
+                    rtt_seconds,
+                    jitter_seconds,
+                    loss_ratio,
+                } => {
+                    fx.rtt = rtt_seconds.or(fx.rtt);
+                    fx.jitter = jitter_seconds.or(fx.jitter);
+                    fx.loss = loss_ratio.or(fx.loss);
+                }
+                FaultKind::ListeningPort { protocol, port } => fx.ports.push((protocol, *port)),
+                FaultKind::Firmware { version } => fx.firmware = Some(version),
+                FaultKind::Anomaly { metric, shift } => fx.shifts.push((metric, *shift)),
+            }
+        }
+        fx
+    }
+}
+
+/// Near `value`: ±5 %, as a measurement held there by a fault still wobbles.
+fn near(rng: &mut Rng, value: f64) -> f64 {
+    value * (1.0 + 0.05 * (2.0 * rng.f64() - 1.0))
 }
 
 impl Generator {
@@ -143,12 +216,23 @@ impl Generator {
             humidity: MeanReverting::new(0.0, 1.0 / 1_800.0, 0.0024, -0.3, 0.3),
             battery,
             processes: MeanReverting::new(0.0, 1.0 / 300.0, 0.33, -30.0, 30.0),
-            ports_offset: 0.0,
             rtt_walk: MeanReverting::new(0.0, 1.0 / 120.0, 0.019, -1.0, 1.5),
             loss_walk: MeanReverting::new(0.001, 1.0 / 600.0, 0.0001, 0.0, 1.0),
             congestion: Bursts::new(1.0 / 3_600.0, 30.0, 600.0),
+            faults: DeviceFaults::default(),
+            fault_rng: Rng::with_seed(mix(identity.value_seed, 0xFA_17)),
             rng,
         }
+    }
+
+    /// Applies these value faults from now on (replacing any earlier ones).
+    pub fn set_faults(&mut self, faults: DeviceFaults) {
+        self.faults = faults;
+    }
+
+    /// The device's value faults.
+    pub fn faults(&self) -> &DeviceFaults {
+        &self.faults
     }
 
     /// The device this generator speaks for.
@@ -178,6 +262,8 @@ impl Generator {
         let p = self.profile;
         let site = self.identity.site;
         let rng = &mut self.rng;
+        let frng = &mut self.fault_rng;
+        let fx = Effects::at(&self.faults, ts_ms);
         let mut out = Out::new(ts_ms);
 
         // How busy this hour of the local day is, 0 (night) to 1 (afternoon).
@@ -190,7 +276,10 @@ impl Generator {
         let mut per_core = Vec::with_capacity(self.cores.len());
         for (i, core) in self.cores.iter_mut().enumerate() {
             let extra = if i == self.burst_core { 0.8 } else { 0.25 };
-            let v = core.step(rng, dt, (base + extra * burst).min(1.0));
+            let mut v = core.step(rng, dt, (base + extra * burst).min(1.0));
+            if let Some(at_least) = fx.cpu_at_least {
+                v = v.max(at_least + (1.0 - at_least) * frng.f64());
+            }
             cpu_sum += v;
             per_core.push(v);
         }
@@ -208,9 +297,12 @@ impl Generator {
         }
 
         // Memory rises a little with the day and with a burst.
-        let used = self
+        let mut used = self
             .memory_used
             .step(rng, dt, p.memory_base + 0.05 * busy + 0.15 * burst);
+        if let Some((at_least, _)) = fx.memory_at_least {
+            used = used.max(at_least + (0.995 - at_least).max(0.0) * frng.f64());
+        }
         out.push("memory_total_bytes", &[], self.memory_total);
         out.push(
             "memory_available_bytes",
@@ -221,11 +313,12 @@ impl Generator {
         if let Some(swap_total) = p.swap_bytes {
             let pressure = ((used - 0.8) * 5.0).clamp(0.0, 1.0);
             let target = swap_total * (0.02 + 0.9 * pressure);
-            let swap = self
-                .swap_used
-                .step(dt, target)
-                .clamp(0.0, swap_total)
-                .round();
+            let mut swap = self.swap_used.step(dt, target).clamp(0.0, swap_total);
+            if let Some((_, at_least)) = fx.memory_at_least {
+                let floor = at_least + (0.995 - at_least).max(0.0) * frng.f64();
+                swap = swap.max(swap_total * floor);
+            }
+            let swap = swap.round();
             out.push("swap_total_bytes", &[], swap_total);
             out.push("swap_used_bytes", &[], swap);
             out.push("swap_used_ratio", &[], swap / swap_total);
@@ -240,7 +333,13 @@ impl Generator {
             if happens(rng, 1.0 / 21_600.0, dt) {
                 *used_bytes -= fs.size_bytes * uniform(rng, 0.002, 0.01);
             }
-            *used_bytes = used_bytes.clamp(0.05 * fs.size_bytes, 0.98 * fs.size_bytes);
+            // A filling disk (a runaway log, say) gets nearly to the last byte.
+            let mut most = 0.98;
+            for (_, per_s) in fx.disk_fill.iter().filter(|(m, _)| *m == fs.mountpoint) {
+                *used_bytes += fs.size_bytes * per_s * dt * (0.8 + 0.4 * frng.f64());
+                most = 0.9995;
+            }
+            *used_bytes = used_bytes.clamp(0.05 * fs.size_bytes, most * fs.size_bytes);
             let labels = [("mountpoint", fs.mountpoint), ("fstype", fs.fstype)];
             out.push("filesystem_size_bytes", &labels, fs.size_bytes.round());
             out.push(
@@ -307,7 +406,10 @@ impl Generator {
         let ambient = self.ambient.step(dt, ambient_target);
         let cpu_target = ambient + p.heat_idle_c + p.heat_gain_c * cpu;
         let noise = self.temp_noise.step(rng, dt, 0.0);
-        let cpu_temp = self.cpu_temp.step(dt, cpu_target) + noise;
+        let mut cpu_temp = self.cpu_temp.step(dt, cpu_target) + noise;
+        if let Some((target, along)) = fx.overheat {
+            cpu_temp += (target + noise - cpu_temp) * along;
+        }
         out.push(
             "temperature_celsius",
             &[("sensor", "cpu")],
@@ -329,7 +431,7 @@ impl Generator {
 
         // Power.
         if let Some(battery) = &mut self.battery {
-            let r = battery.step(rng, dt, cpu);
+            let r = battery.step_failing(rng, dt, cpu, fx.battery_drain_per_s);
             let bat = [("battery", "BAT0")];
             out.push("battery_charge_ratio", &bat, r.charge_ratio);
             out.push("battery_voltage_volts", &bat, round_to(r.voltage_volts, 3));
@@ -355,22 +457,27 @@ impl Generator {
         );
         let processes = p.processes_base + 15.0 * burst + self.processes.step(rng, dt, 0.0);
         out.push("processes", &[], processes.round().max(1.0));
-        if happens(rng, 1.0 / 43_200.0, dt) {
-            // A service starts or stops listening.
-            self.ports_offset = f64::from(rng.i8(-1..=2));
+        let mut ports: Vec<(&str, u16)> = p.listening_ports.to_vec();
+        for extra in &fx.ports {
+            if !ports.contains(extra) {
+                ports.push(*extra);
+            }
         }
-        out.push(
-            "listening_ports",
-            &[],
-            (p.listening_ports_base + self.ports_offset).max(1.0),
-        );
+        out.push("listening_ports", &[], ports.len() as f64);
+        for (protocol, port) in &ports {
+            out.push(
+                "listening_port",
+                &[("protocol", protocol), ("port", &port.to_string())],
+                1.0,
+            );
+        }
         let id = &self.identity;
         out.push(
             "device_info",
             &[
                 ("os", id.os),
                 ("kernel", id.kernel),
-                ("firmware", id.firmware),
+                ("firmware", fx.firmware.unwrap_or(id.firmware)),
                 ("agent_version", AGENT_VERSION),
                 ("model", id.model.as_str()),
             ],
@@ -385,10 +492,27 @@ impl Generator {
         let jitter = rtt * (0.05 + 0.2 * congestion) * (0.3 * gaussian(rng)).exp();
         let loss_base = self.loss_walk.step(rng, dt, 0.001);
         let loss = (loss_base + congestion * uniform(rng, 0.0, 0.15)).clamp(0.0, 1.0);
+        let rtt = fx.rtt.map_or(rtt, |v| near(frng, v));
+        let jitter = fx.jitter.map_or(jitter, |v| near(frng, v));
+        let loss = fx.loss.map_or(loss, |v| near(frng, v).clamp(0.0, 1.0));
         out.push("probe_rtt_seconds", &[], round_to(rtt, 6));
         out.push("probe_jitter_seconds", &[], round_to(jitter, 6));
         out.push("probe_loss_ratio", &[], loss);
 
+        for (metric, shift) in &fx.shifts {
+            for s in out.samples.iter_mut().filter(|s| s.metric == *metric) {
+                // The CPU sensor, not the room's.
+                if s.labels.get("sensor").is_some_and(|v| v != "cpu") {
+                    continue;
+                }
+                s.value += shift;
+                if metric.ends_with("_ratio") {
+                    s.value = s.value.clamp(0.0, 1.0);
+                } else if *metric != "temperature_celsius" {
+                    s.value = s.value.max(0.0);
+                }
+            }
+        }
         out.samples
     }
 }
@@ -460,7 +584,7 @@ mod tests {
             for batch in run(model, 1, 30, 10) {
                 batch.validate(&Limits::default()).unwrap();
                 let n = batch.samples.len();
-                assert!((20..=40).contains(&n), "{model}: {n} samples");
+                assert!((20..=50).contains(&n), "{model}: {n} samples");
                 assert!(batch.samples.iter().all(|s| s.value.is_finite()));
                 assert!(batch.samples.iter().all(|s| s.ts_ms == batch.sent_at_ms));
                 let (back, _) = decode(&encode_protobuf(&batch), &Limits::default()).unwrap();
@@ -584,6 +708,153 @@ mod tests {
         for keys in [pi, gw, sensor] {
             let unique: std::collections::BTreeSet<_> = keys.iter().collect();
             assert_eq!(unique.len(), keys.len());
+        }
+    }
+
+    /// `steps` one-minute batches of device 3 of `model` with the scenario `toml` applied.
+    fn run_faulty(model: Model, toml: &str, steps: usize) -> Vec<Batch> {
+        let id = Identity::with_model(1, 3, "sim-00003".into(), model);
+        let scenario = crate::Scenario::parse(toml, "test").unwrap();
+        let mut g = Generator::new(&id);
+        g.set_faults(scenario.device_faults(3, model, T0));
+        (0..steps)
+            .map(|i| g.batch(i as u64 + 1, T0 + i as i64 * 60_000))
+            .collect()
+    }
+
+    fn fault(kind: &str, params: &str) -> String {
+        format!("[[fault]]\nkind = \"{kind}\"\ndevices = [3]\nstart = \"30m\"\n{params}\n")
+    }
+
+    #[test]
+    fn value_faults_change_what_they_are_about_and_nothing_else() {
+        let healthy = run(Model::Rpi4, 1, 120, 60);
+        let cpu = run_faulty(Model::Rpi4, &fault("cpu", "ratio = 0.96"), 120);
+        // Before the window the device is exactly the healthy one.
+        assert_eq!(healthy[..30], cpu[..30]);
+        let usage = values(&cpu, "cpu_usage_ratio", None);
+        assert!(usage[30..].iter().all(|v| *v >= 0.96), "{:?}", &usage[30..]);
+        assert!(
+            values(&healthy, "cpu_usage_ratio", None)
+                .iter()
+                .all(|v| *v < 0.9)
+        );
+
+        let hot = run_faulty(
+            Model::Rpi4,
+            &fault("overheat", "celsius = 95\nramp = \"10m\""),
+            120,
+        );
+        let temp = values(&hot, "temperature_celsius", Some(("sensor", "cpu")));
+        assert!(temp[..30].iter().all(|t| *t < 80.0));
+        assert!(temp[40..].iter().all(|t| *t > 90.0), "{:?}", &temp[40..]);
+
+        let mem = run_faulty(Model::Rpi4, &fault("memory", ""), 120);
+        assert!(
+            values(&mem, "memory_used_ratio", None)[30..]
+                .iter()
+                .all(|v| *v >= 0.95)
+        );
+        assert!(
+            values(&mem, "swap_used_ratio", None)[30..]
+                .iter()
+                .all(|v| *v >= 0.9)
+        );
+
+        let disk = run_faulty(Model::Rpi4, &fault("disk-fill", "full_in = \"1h\""), 120);
+        let avail = values(&disk, "filesystem_avail_bytes", Some(("mountpoint", "/")));
+        assert!(
+            avail[31..40].windows(2).all(|w| w[1] < w[0]),
+            "falls steadily"
+        );
+        let used = values(&disk, "filesystem_used_ratio", Some(("mountpoint", "/")));
+        assert!(used[119] > 0.99, "{}", used[119]);
+
+        let net = run_faulty(Model::Gateway, &fault("network", "loss_ratio = 0.3"), 60);
+        let loss = values(&net, "probe_loss_ratio", None);
+        assert!(loss[30..].iter().all(|v| (0.28..=0.32).contains(v)));
+        assert!(
+            values(&net, "probe_rtt_seconds", None)
+                .iter()
+                .all(|v| *v < 0.5)
+        );
+
+        let port = run_faulty(Model::Rpi4, &fault("listening-port", "port = 4444"), 60);
+        let open = |b: &Batch| {
+            b.samples
+                .iter()
+                .filter(|s| s.metric == "listening_port")
+                .map(|s| s.labels["port"].clone())
+                .collect::<Vec<_>>()
+        };
+        assert!(!open(&port[29]).contains(&"4444".to_owned()));
+        assert!(open(&port[30]).contains(&"4444".to_owned()));
+        assert_eq!(values(&port, "listening_ports", None)[30], 7.0);
+
+        let fw = run_faulty(
+            Model::Rpi4,
+            &fault("firmware", "version = \"2023.01.0\"\nduration = \"10m\""),
+            60,
+        );
+        let firmware = |b: &Batch| {
+            b.samples
+                .iter()
+                .find(|s| s.metric == "device_info")
+                .map(|s| s.labels["firmware"].clone())
+                .unwrap()
+        };
+        assert_eq!(firmware(&fw[35]), "2023.01.0");
+        assert_ne!(firmware(&fw[29]), "2023.01.0");
+        assert_ne!(firmware(&fw[40]), "2023.01.0", "back after the window");
+
+        let odd = run_faulty(
+            Model::Rpi4,
+            &fault(
+                "anomaly",
+                "metric = \"cpu_usage_ratio\"\nshift = 0.5\nduration = \"2m\"",
+            ),
+            60,
+        );
+        let a = values(&odd, "cpu_usage_ratio", None);
+        let h = values(&healthy, "cpu_usage_ratio", None);
+        assert!(((a[30] - h[30]) - 0.5).abs() < 1e-9);
+        assert_eq!(a[32], h[32]);
+    }
+
+    #[test]
+    fn a_failing_battery_is_empty_within_the_fault_time() {
+        for seed in 0..3 {
+            let id = Identity::with_model(seed, 3, "sim-00003".into(), Model::BatterySensor);
+            let scenario =
+                crate::Scenario::parse(&fault("battery-drain", "empty_in = \"90m\""), "t").unwrap();
+            let mut g = Generator::new(&id);
+            g.set_faults(scenario.device_faults(3, Model::BatterySensor, T0));
+            let batches: Vec<Batch> = (0..130)
+                .map(|i| g.batch(i + 1, T0 + i as i64 * 60_000))
+                .collect();
+            let charge = values(&batches, "battery_charge_ratio", None);
+            let discharging = values(&batches, "battery_discharging", None);
+            assert!(charge[31..].windows(2).all(|w| w[1] < w[0] || w[1] == 0.0));
+            assert!(discharging[31..].iter().all(|d| *d == 1.0));
+            assert_eq!(charge[121], 0.0, "empty 90 minutes after the start");
+        }
+    }
+
+    #[test]
+    fn healthy_battery_nodes_are_never_within_a_day_of_empty_at_the_start() {
+        // What a forecast sees in the first hours of a run: the drain is slow enough that
+        // even the emptiest starting charge lasts more than a day.
+        for seed in 0..20 {
+            let batches = run(Model::BatterySensor, seed, 120, 60);
+            let charge = values(&batches, "battery_charge_ratio", None);
+            let per_hour = (charge[0] - charge[119]) / (119.0 / 60.0);
+            if per_hour > 0.0 {
+                assert!(
+                    charge[119] / per_hour > 24.0,
+                    "seed {seed}: {} h",
+                    charge[119] / per_hour
+                );
+            }
         }
     }
 }

@@ -20,6 +20,8 @@
 //! - `device`: one device's MQTT life: connect, publish, reconnect, drain, close.
 //! - [`summary`]: what the run did, as seq ranges.
 //! - [`faults`]: which batches are lost, duplicated or corrupted, offline windows, clock skew.
+//! - [`scenario`]: value faults (overheating, a failing battery, a filling disk, a new
+//!   listening port...) on chosen devices from a start time for a while, from a TOML file.
 //! - [`truth`]: the ground truth of the injected faults, as a server should count them.
 //! - `stats`, `progress`: live counters and the optional progress bar.
 
@@ -28,6 +30,7 @@ pub mod generator;
 pub mod identity;
 pub mod model;
 pub mod options;
+pub mod scenario;
 pub mod summary;
 pub mod truth;
 
@@ -51,6 +54,7 @@ pub use faults::Faults;
 pub use identity::Identity;
 pub use model::Model;
 pub use options::SimOptions;
+pub use scenario::{DeviceFaults, Scenario, ScenarioError};
 pub use summary::{DeviceSummary, SampleCounts, Summary};
 pub use truth::{DeviceTruth, Outage, Truth};
 
@@ -96,6 +100,10 @@ pub async fn run(
 
     let n = opts.devices;
     let mut tasks = Vec::with_capacity(n);
+    // Scenario windows are relative to this moment, on the devices' clocks.
+    let origin_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     for index in 0..n {
         let identity = Identity::new(opts.seed, index, opts.device_id(index));
         let first_seq = opts
@@ -105,6 +113,11 @@ pub async fn run(
             .unwrap_or(opts.first_seq);
         // Spread the devices over the first interval.
         let offset = opts.interval.mul_f64(index as f64 / n as f64);
+        let value_faults = opts
+            .scenario
+            .as_ref()
+            .map(|s| s.device_faults(index, identity.model, origin_ms))
+            .unwrap_or_default();
         let cfg = DeviceConfig {
             identity,
             endpoint: endpoint.clone(),
@@ -116,6 +129,7 @@ pub async fn run(
             drain_timeout: opts.drain_timeout,
             max_unacked: MAX_UNACKED,
             faults: opts.faults.plan(opts.seed, index, first_seq, opts.interval),
+            value_faults,
             run_started: started,
         };
         let device = cfg.identity.device.clone();

@@ -48,6 +48,8 @@ pub struct SimOptions {
     pub faults: Faults,
     /// Where to write the ground truth ([`crate::Truth`]) as JSON at the end of the run.
     pub truth: Option<PathBuf>,
+    /// Value faults (overheating, a failing battery, a filling disk...) on chosen devices.
+    pub scenario: Option<crate::scenario::Scenario>,
 }
 
 impl Default for SimOptions {
@@ -67,6 +69,7 @@ impl Default for SimOptions {
             drain_timeout: Duration::from_secs(10),
             faults: Faults::default(),
             truth: None,
+            scenario: None,
         }
     }
 }
@@ -103,6 +106,9 @@ impl SimOptions {
             return Err(invalid("batches", "must be at least 1 when set".to_owned()));
         }
         self.faults.validate()?;
+        if let Some(s) = &self.scenario {
+            s.check_fleet(self.devices)?;
+        }
         // The longest id decides: if it is valid, every shorter one made the same way is.
         let last = self.device_id(self.devices - 1);
         if !is_valid_device_id(&last) {

@@ -105,6 +105,9 @@ pub struct DeviceSummary {
     /// How far the device clock was ahead (positive) or behind.
     #[serde(default)]
     pub clock_skew_ms: i64,
+    /// Value faults of the scenario (see `scenario.rs`), as windows on the device's clock.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub value_faults: Vec<crate::scenario::FaultWindow>,
 }
 
 impl DeviceSummary {

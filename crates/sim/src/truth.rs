@@ -12,7 +12,9 @@
 //! `fleetmon sim --truth FILE` writes it as JSON:
 //! `{"seed":1,"devices":[{"device":"sim-00000","produced":..,"sent":..,"acked":..,"lost":..,
 //! "lost_seqs":[..],"duplicated":..,"corrupted":..,"outages":[{"start_ms":..,"end_ms":..}],
-//! "clock_skew_ms":..,"first_seq":..,"last_seq":..}]}`.
+//! "clock_skew_ms":..,"first_seq":..,"last_seq":..}]}`. With a scenario, a device's entry also
+//! lists its value faults: `"value_faults":[{"kind":"overheat","celsius":95.0,"ramp_ms":300000,
+//! "start_ms":..,"end_ms":..}]` (`end_ms` null: until the end of the run).
 
 use std::path::Path;
 
@@ -30,7 +32,7 @@ pub struct Outage {
 }
 
 /// What one device did, in the terms a server's integrity counters use.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeviceTruth {
     pub device: String,
     /// Seqs assigned: `first_seq..=last_seq`.
@@ -51,6 +53,9 @@ pub struct DeviceTruth {
     pub first_seq: u64,
     /// The highest seq produced; `None` if the device produced nothing.
     pub last_seq: Option<u64>,
+    /// The scenario's value faults of this device (none: left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub value_faults: Vec<crate::scenario::FaultWindow>,
 }
 
 impl From<&DeviceSummary> for DeviceTruth {
@@ -68,12 +73,13 @@ impl From<&DeviceSummary> for DeviceTruth {
             clock_skew_ms: d.clock_skew_ms,
             first_seq: d.first_seq,
             last_seq: d.last_seq(),
+            value_faults: d.value_faults.clone(),
         }
     }
 }
 
 /// The ground truth of a whole run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Truth {
     pub seed: u64,
     pub devices: Vec<DeviceTruth>,
