@@ -200,6 +200,7 @@ impl Server {
         let app = http::router(http::AppState {
             state: Arc::clone(&state),
             ingest,
+            shutdown: shutdown_rx.clone(),
         });
         let mut http_shutdown = shutdown_rx;
         tasks.spawn(async move {
