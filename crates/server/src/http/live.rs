@@ -1,8 +1,9 @@
 //! `GET /api/v1/stream[?device=ID]`: server-sent events that tell a page something changed,
 //! so it can re-read what it shows. Checked every half second:
 //!
-//! - `fleet`: the fleet's counts by status and health and its integrity totals, sent when they
-//!   change (and at least every 5 s while devices report);
+//! - `fleet`: the fleet's counts by status and health and its integrity totals, at first and
+//!   then every 5 s when devices reported or the counts changed (a device going offline
+//!   reports nothing); assessing every device is the costly part, hence not every tick;
 //! - `devices`: the ids of devices that reported since the last event (at most 100, with the
 //!   full `count`); with `?device=ID` instead
 //! - `device`: that device's status, health level, last seen and batches received, when it
@@ -27,8 +28,7 @@ use super::list::{Brief, assess_all};
 use crate::fleet::Counts;
 
 const TICK: Duration = Duration::from_millis(500);
-/// A fleet event goes out at least this often while anything reports, even if the counts
-/// are unchanged (ages and rates on the page move).
+/// The fleet's counts are recomputed at most this often.
 const FLEET_REFRESH_MS: i64 = 5_000;
 /// Device ids listed in one `devices` event.
 const MAX_IDS: usize = 100;
@@ -150,8 +150,7 @@ fn fleet_events(
     }
     let mut out = Vec::new();
     let first = last.is_none();
-    let stale = count > 0 && now - *last_ms >= FLEET_REFRESH_MS;
-    if first || count > 0 {
+    if first || now - *last_ms >= FLEET_REFRESH_MS {
         let all = assess_all(&registry, st, now);
         let mut counts = Rollup::default();
         for b in &all {
@@ -161,11 +160,11 @@ fn fleet_events(
             counts,
             integrity: registry.integrity_totals(now, st.missing_grace_ms),
         };
-        if last.as_ref() != Some(&fleet) || stale {
+        if count > 0 || last.as_ref() != Some(&fleet) {
             out.extend(event("fleet", &fleet));
-            *last = Some(fleet);
-            *last_ms = now;
         }
+        *last = Some(fleet);
+        *last_ms = now;
     }
     if count > 0 && !first {
         out.extend(event(

@@ -17,19 +17,23 @@
     s.addEventListener("change", () => s.form.requestSubmit());
   }
 
-  // 1. Live regions.
+  // 1. Live regions. At most once a second, and never more than a quarter of the time
+  // spent waiting for the server (a big fleet's pages take longer to render).
   const minGap = body.dataset.page === "energy" ? 10000 : 1000;
   let inflight = false;
   let timer = null;
   let last = 0;
+  let took = 0;
   function schedule() {
     if (timer !== null) return;
-    timer = setTimeout(refresh, Math.max(0, minGap - (Date.now() - last)));
+    const gap = Math.max(minGap, 4 * took);
+    timer = setTimeout(refresh, Math.max(0, gap - (Date.now() - last)));
   }
   async function refresh() {
     timer = null;
     if (inflight) return schedule();
     inflight = true;
+    const t0 = Date.now();
     try {
       const r = await fetch(location.href, { cache: "no-store" });
       if (r.ok) swap(new DOMParser().parseFromString(await r.text(), "text/html"));
@@ -38,6 +42,7 @@
     } finally {
       inflight = false;
       last = Date.now();
+      took = last - t0;
     }
   }
   function swap(doc) {

@@ -16,6 +16,8 @@ use crate::http::list::{Brief, assess_all};
 
 /// Devices listed under "top problems".
 const TOP: usize = 12;
+/// Dots on the map at most: nearby devices share one.
+const MAX_DOTS: usize = 600;
 
 pub async fn page(AxumState(app): AxumState<AppState>) -> Page {
     let st = &app.state;
@@ -240,8 +242,9 @@ fn energy(out: &mut String, all: &[Brief<'_>], low: f64) {
 }
 
 /// Devices with `lat`/`lon` tags on a plain equirectangular projection of their bounding box.
-/// Nearby devices share one dot (a grid of about 80 cells across), sized by how many and
-/// coloured by the worst among them, so 50,000 devices stay a light drawing.
+/// Nearby devices share one dot (a grid of 40 cells across, coarser until at most
+/// [`MAX_DOTS`] are left), sized by how many and coloured by the worst among them, so 50,000
+/// devices stay a light drawing.
 fn map(out: &mut String, all: &[Brief<'_>]) {
     let placed: Vec<(f64, f64, &Brief<'_>)> = all
         .iter()
@@ -267,18 +270,24 @@ fn map(out: &mut String, all: &[Brief<'_>]) {
         800.0,
         (800.0 * (lat1 - lat0) / ((lon1 - lon0) * k)).clamp(200.0, 600.0),
     );
-    let cell = (lon1 - lon0) / 80.0;
     // (cell) → (count, worst, sum lat, sum lon, one id)
     type Cell<'a> = (usize, Level, f64, f64, &'a str);
-    let mut cells: BTreeMap<(i64, i64), Cell<'_>> = BTreeMap::new();
-    for &(lat, lon, b) in &placed {
-        let key = ((lon / cell).floor() as i64, (lat / cell).floor() as i64);
-        let e = cells.entry(key).or_insert((0, Level::Ok, 0.0, 0.0, b.id));
-        e.0 += 1;
-        e.1 = e.1.max(b.health.level);
-        e.2 += lat;
-        e.3 += lon;
-    }
+    let mut cell = (lon1 - lon0) / 40.0;
+    let cells = loop {
+        let mut cells: BTreeMap<(i64, i64), Cell<'_>> = BTreeMap::new();
+        for &(lat, lon, b) in &placed {
+            let key = ((lon / cell).floor() as i64, (lat / cell).floor() as i64);
+            let e = cells.entry(key).or_insert((0, Level::Ok, 0.0, 0.0, b.id));
+            e.0 += 1;
+            e.1 = e.1.max(b.health.level);
+            e.2 += lat;
+            e.3 += lon;
+        }
+        if cells.len() <= MAX_DOTS {
+            break cells;
+        }
+        cell *= 2.0;
+    };
     let _ = write!(
         out,
         r#"<svg class="map" viewBox="0 0 {w:.0} {h:.0}" role="img" aria-label="{} devices with a position"><rect class="bg" width="{w:.0}" height="{h:.0}"/>"#,
