@@ -101,6 +101,9 @@ fn demo_serves_its_url_and_resumes_without_duplicates_or_gaps() {
     assert!(running.is_some(), "the demo fleet never came online");
     let (status, page) = get(&demo.url);
     assert_eq!(status, 200);
+    assert!(page.as_str().unwrap().contains("Fleet overview"));
+    let (status, page) = get(&format!("{}devices", demo.url));
+    assert_eq!(status, 200);
     assert!(page.as_str().unwrap().contains("demo-00004"));
     let (_, d) = get(&format!("{}api/v1/devices/demo-00000", demo.url));
     assert!(

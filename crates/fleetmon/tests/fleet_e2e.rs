@@ -139,8 +139,8 @@ fn twenty_devices_every_batch_stored_once_then_offline() {
         "HTTP device still online after the timeout"
     );
 
-    // The page at / is real HTML listing the devices.
-    let (status, page) = get(&format!("{base}/"));
+    // The dashboard's device list is real HTML listing the devices.
+    let (status, page) = get(&format!("{base}/devices"));
     assert_eq!(status, 200);
     let page = page.as_str().unwrap();
     assert!(page.contains("<table") && page.contains("e2e-00019") && page.contains("http-only"));

@@ -220,6 +220,7 @@ impl Server {
             state: Arc::clone(&state),
             ingest,
             alerting: Arc::clone(&alerting),
+            shutdown: shutdown_rx.clone(),
         });
         let mut http_shutdown = shutdown_rx;
         tasks.spawn(async move {

@@ -214,6 +214,33 @@ impl Device {
             .or_else(|| self.info(name))
     }
 
+    /// The last values of `metric`, one per series: (labels, ts_ms, value).
+    pub fn values_of<'a>(
+        &'a self,
+        metric: &'a str,
+    ) -> impl Iterator<Item = (&'a BTreeMap<String, String>, i64, f64)> + 'a {
+        self.last_values
+            .range((metric.to_owned(), BTreeMap::new())..)
+            .take_while(move |((m, _), _)| m == metric)
+            .map(|((_, labels), &(ts, v))| (labels, ts, v))
+    }
+
+    /// The largest last value of `metric` over its series (NaN ignored).
+    pub fn max_value(&self, metric: &str) -> Option<f64> {
+        self.values_of(metric)
+            .map(|(_, _, v)| v)
+            .filter(|v| v.is_finite())
+            .reduce(f64::max)
+    }
+
+    /// The smallest last value of `metric` over its series (NaN ignored).
+    pub fn min_value(&self, metric: &str) -> Option<f64> {
+        self.values_of(metric)
+            .map(|(_, _, v)| v)
+            .filter(|v| v.is_finite())
+            .reduce(f64::min)
+    }
+
     pub fn last_values(&self) -> Vec<LastValue> {
         self.last_values
             .iter()

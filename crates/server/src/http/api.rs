@@ -1,4 +1,5 @@
-//! Handlers of the fleet REST API: the device list and detail, raw samples, and ingest.
+//! Handlers of the fleet REST API: the device list (see [`super::list`]) and detail, fleet
+//! roll-ups, integrity, raw samples, and ingest.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
+use super::list::{Brief, DeviceList, ListQuery, assess_all, device_list};
 use crate::fleet::availability::Transition;
 use crate::fleet::energy::{self, Estimate};
 use crate::fleet::health::{self, Health, Level};
@@ -80,7 +82,7 @@ pub struct DeviceView {
 /// Battery history looked at for the estimate.
 const BATTERY_WINDOW_MS: i64 = 24 * 3_600_000;
 
-fn battery(st: &State, device: &str, now_ms: i64) -> Option<Estimate> {
+pub fn battery(st: &State, device: &str, now_ms: i64) -> Option<Estimate> {
     let selector = Selector {
         metric: Some("battery_charge_ratio".to_owned()),
         labels: BTreeMap::from([("device".to_owned(), device.to_owned())]),
@@ -98,7 +100,7 @@ fn battery(st: &State, device: &str, now_ms: i64) -> Option<Estimate> {
         })
 }
 
-fn view(id: &str, d: &Device, st: &State, now_ms: i64, detail: bool) -> DeviceView {
+pub fn view(id: &str, d: &Device, st: &State, now_ms: i64, detail: bool) -> DeviceView {
     let integrity = d.integrity.counts(now_ms, st.missing_grace_ms);
     let status = d.status(now_ms, st.offline_after_ms);
     DeviceView {
@@ -146,89 +148,13 @@ fn view(id: &str, d: &Device, st: &State, now_ms: i64, detail: bool) -> DeviceVi
     }
 }
 
-/// Filters of the device list; all given must hold.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    pub status: Option<Status>,
-    pub health: Option<Level>,
-    pub site: Option<String>,
-    pub group: Option<String>,
-    pub model: Option<String>,
-    pub firmware: Option<String>,
-    /// Substring of the device id.
-    pub q: Option<String>,
-    pub limit: Option<usize>,
-    #[serde(default)]
-    pub offset: usize,
-}
-
-impl ListQuery {
-    fn matches(&self, id: &str, d: &Device, v: &DeviceView) -> bool {
-        let eq = |want: &Option<String>, have: Option<&str>| {
-            want.as_deref().is_none_or(|w| have == Some(w))
-        };
-        self.status.is_none_or(|s| s == v.status)
-            && self.health.is_none_or(|h| h == v.health.level)
-            && eq(&self.site, d.tags.get("site").map(String::as_str))
-            && eq(&self.group, d.tags.get("group").map(String::as_str))
-            && eq(&self.model, v.model.as_deref())
-            && eq(&self.firmware, v.firmware.as_deref())
-            && self.q.as_deref().is_none_or(|q| id.contains(q))
-    }
-}
-
-#[derive(Debug, Serialize)]
-pub struct DeviceList {
-    pub total: usize,
-    pub online: usize,
-    pub offline: usize,
-    pub matched: usize,
-    pub devices: Vec<DeviceView>,
-}
-
-/// `GET /api/v1/devices[?status=online|offline][&limit=N][&offset=N]`, sorted by id.
+/// `GET /api/v1/devices[?status=&health=&site=&group=&model=&firmware=&q=&sort=&limit=&offset=]`.
 pub async fn list_devices(
     AxumState(app): AxumState<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DeviceList>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    Ok(Json(device_list(&app, &q)))
-}
-
-/// The device list as the API and the page show it: `total`, `online` and `offline` count
-/// the whole fleet, `matched` the devices passing the filters, of which `devices` is the page.
-pub fn device_list(app: &AppState, q: &ListQuery) -> DeviceList {
-    let st = &app.state;
-    let now = st.now_ms();
-    let registry = st.registry();
-    let mut all: Vec<(&String, &Device)> = registry.iter().collect();
-    all.sort_by(|a, b| a.0.cmp(b.0));
-    let mut online = 0;
-    let mut matched = Vec::new();
-    for (id, d) in all {
-        let v = view(id, d, st, now, false);
-        if v.status == Status::Online {
-            online += 1;
-        }
-        if q.matches(id, d, &v) {
-            matched.push(v);
-        }
-    }
-    let total = registry.len();
-    let matched_count = matched.len();
-    let devices = matched
-        .into_iter()
-        .skip(q.offset)
-        .take(q.limit.unwrap_or(usize::MAX))
-        .collect();
-    DeviceList {
-        total,
-        online,
-        offline: total - online,
-        matched: matched_count,
-        devices,
-    }
+    Ok(Json(device_list(&app, &q)?))
 }
 
 /// `GET /api/v1/devices/{id}`.
@@ -375,7 +301,7 @@ pub async fn put_tags(
 }
 
 /// Counts of one slice of the fleet.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, PartialEq, Serialize)]
 pub struct Rollup {
     pub total: usize,
     pub online: usize,
@@ -386,13 +312,13 @@ pub struct Rollup {
 }
 
 impl Rollup {
-    fn add(&mut self, v: &DeviceView) {
+    pub fn add(&mut self, status: Status, level: Level) {
         self.total += 1;
-        match v.status {
+        match status {
             Status::Online => self.online += 1,
             Status::Offline => self.offline += 1,
         }
-        match v.health.level {
+        match level {
             Level::Ok => self.ok += 1,
             Level::Warning => self.warning += 1,
             Level::Critical => self.critical += 1,
@@ -409,27 +335,46 @@ pub struct FleetView {
     pub integrity: Counts,
 }
 
+/// Devices without a site or group tag are counted under this name.
+pub const UNTAGGED: &str = "(none)";
+
+impl FleetView {
+    /// Rolls up assessed devices.
+    pub fn of(devices: &[Brief<'_>], integrity: Counts) -> Self {
+        let mut out = FleetView {
+            fleet: Rollup::default(),
+            sites: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            integrity,
+        };
+        for b in devices {
+            let (status, level) = (b.status, b.health.level);
+            out.fleet.add(status, level);
+            let site = b.tag("site").unwrap_or(UNTAGGED);
+            let group = b.tag("group").unwrap_or(UNTAGGED);
+            out.sites
+                .entry(site.to_owned())
+                .or_default()
+                .add(status, level);
+            out.groups
+                .entry(group.to_owned())
+                .or_default()
+                .add(status, level);
+        }
+        out
+    }
+}
+
 /// `GET /api/v1/fleet`.
 pub async fn fleet(AxumState(app): AxumState<AppState>) -> Json<FleetView> {
     let st = &app.state;
     let now = st.now_ms();
     let registry = st.registry();
-    let mut out = FleetView {
-        fleet: Rollup::default(),
-        sites: BTreeMap::new(),
-        groups: BTreeMap::new(),
-        integrity: registry.integrity_totals(now, st.missing_grace_ms),
-    };
-    for (id, d) in registry.iter() {
-        let v = view(id, d, st, now, false);
-        out.fleet.add(&v);
-        let untagged = || "(none)".to_owned();
-        let site = d.tags.get("site").cloned().unwrap_or_else(untagged);
-        let group = d.tags.get("group").cloned().unwrap_or_else(untagged);
-        out.sites.entry(site).or_default().add(&v);
-        out.groups.entry(group).or_default().add(&v);
-    }
-    Json(out)
+    let all = assess_all(&registry, st, now);
+    Json(FleetView::of(
+        &all,
+        registry.integrity_totals(now, st.missing_grace_ms),
+    ))
 }
 
 /// Integrity counters of the fleet and of each device.

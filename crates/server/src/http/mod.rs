@@ -1,13 +1,18 @@
-//! The HTTP surface: fleet REST API under `/api/v1`, ingest, self-metrics, health, and the
-//! page at `/`.
+//! The HTTP surface: fleet REST API under `/api/v1`, ingest, the Prometheus-compatible query
+//! API, self-metrics, health, and the dashboard.
 //!
-//! - [`api`]: devices, samples and ingest handlers.
-//! - [`web`]: the HTML page.
+//! - [`api`]: device detail, fleet roll-ups, integrity, samples and ingest handlers.
+//! - [`list`]: the device list's filters, sorting and paging (API and dashboard).
+//! - [`live`]: server-sent events telling pages what changed.
+//! - [`prometheus`]: PromQL over HTTP.
+//! - [`web`]: the dashboard's pages and embedded assets.
 //! - [`error`]: the one place errors become status codes.
 
 pub mod alerts;
 pub mod api;
 pub mod error;
+pub mod list;
+pub mod live;
 pub mod prometheus;
 pub mod web;
 
@@ -30,12 +35,21 @@ pub struct AppState {
     pub state: Arc<State>,
     pub ingest: Ingest,
     pub alerting: Arc<crate::alerting::Alerting>,
+    /// Turns true when the server stops; long-lived responses (event streams) end then.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn router(app: AppState) -> Router {
     let body_limit = app.state.limits.max_payload_bytes;
     Router::new()
-        .route("/", get(web::index))
+        .route("/", get(web::overview::page))
+        .route("/devices", get(web::devices::page))
+        .route("/devices/{id}", get(web::device::page))
+        .route("/integrity", get(web::integrity::page))
+        .route("/energy", get(web::energy::page))
+        .route("/firmware", get(web::firmware::page))
+        .route("/assets/{*name}", get(web::assets::serve))
+        .route("/api/v1/stream", get(live::stream))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/devices", get(api::list_devices))
