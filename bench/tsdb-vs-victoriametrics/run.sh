@@ -15,7 +15,7 @@
 #    samples, appends them, flushes, compacts and runs the same queries;
 # 5. prints a markdown table with ratios to VictoriaMetrics, and removes its work directory.
 #
-# Environment: FLEET_DEVICES, FLEET_HOURS, FLEET_STEP_S, FLEET_END_MS (see the example's docs),
+# Environment: FLEET_DEVICES, FLEET_HOURS, FLEET_STEP_S, FLEET_END_MS, FLEET_APPEND (ids | labels; see the example's docs),
 # FLEET_QUERY_REPS (5; latencies are medians), VM_BIN (/usr/bin/victoria-metrics), VM_PORT
 # (18428), WORK_DIR (a fresh directory under $TMPDIR; needs ~3 GB), KEEP=1 keeps it.
 # Nothing but 127.0.0.1 is contacted.
@@ -208,10 +208,10 @@ echo "Results (ours | VM): one series $(o q_one_series_result) | $(v q_one_serie
     "device $(o q_device_result) | $(v q_device_result);" \
     "fleet avg $(o q_fleet_avg_result) | $(v q_fleet_avg_result);" \
     "last values $(o q_last_result) | $(v q_last_result)."
-echo "ours: ingest $(o ingest_s) s, $(o append_samples) samples per append, incl. $(o ingest_inline_flushes) inline flushes ($(o ingest_inline_flush_s) s), $(o wal_syncs) fsyncs;" \
+echo "ours: ingest $(o ingest_s) s, $(o append_samples) samples per append by $(o append_by), $(o ingest_background_flushes) background flushes meanwhile, $(o wal_syncs) fsyncs;" \
     "peak RSS after ingest (before the final flush) $(calc "$(o vmhwm_after_ingest_bytes) / 1048576") MiB;" \
     "blocks alone after flush $(calc "$(o blocks_after_flush_bytes) / $SAMPLES") B/sample;" \
-    "final flush $(o final_flush_s) s; compaction $(o compact_s) s; head+index heap peak $(calc "$(o head_index_heap_peak_bytes) / $SERIES") B/series;" \
+    "final flush $(o final_flush_s) s; compaction $(o compact_s) s; head+index heap peak $(calc "$(o head_index_heap_peak_bytes) / $SERIES") B/series, mean $(calc "$(o head_index_heap_mean_bytes) / $SERIES") B/series;" \
     "rollup rows read by the fleet query $(o q_fleet_avg_rollup_rows_read)."
 echo "VictoriaMetrics: import $(v ingest_s) s; force_flush + merges $(v flush_settle_s) s; force_merge $(v force_merge_s) s;" \
     "vm_data_size_bytes after force merge $(calc "$(v data_size_after_compact_bytes) / $SAMPLES") B/sample;" \

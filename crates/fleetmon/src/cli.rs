@@ -363,6 +363,11 @@ pub struct SimArgs {
     /// outages, clock skew) as JSON to FILE at the end.
     #[arg(long, value_name = "FILE")]
     pub truth: Option<PathBuf>,
+    /// Value faults (overheating, a failing battery, a filling disk, a new listening port,
+    /// a firmware change...) on chosen devices for a while: a TOML file of `[[fault]]` tables,
+    /// see docs/simulator.md. The ground truth lists each device's fault windows.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -388,6 +393,14 @@ impl SimArgs {
                 self.mqtt
             );
         }
+        let scenario = match &self.scenario {
+            Some(path) => {
+                let s = fleetmon_sim::Scenario::load(path)?;
+                s.check_fleet(self.devices)?;
+                Some(s)
+            }
+            None => None,
+        };
         Ok(SimOptions {
             mqtt: self.mqtt,
             devices: self.devices,
@@ -414,6 +427,7 @@ impl SimArgs {
                 clock_skew: self.clock_skew,
             },
             truth: self.truth,
+            scenario,
         })
     }
 }
@@ -494,6 +508,20 @@ mod sim_args_tests {
         assert!(sim(&[]).unwrap().faults.is_none());
         let err = sim(&["--loss", "1.5"]).unwrap_err();
         assert!(err.contains("not a probability"), "{err}");
+    }
+    #[test]
+    fn a_scenario_file_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        let file = path.to_str().unwrap();
+        std::fs::write(&path, "[[fault]]\nkind = \"cpu\"\ndevices = \"0..3\"\n").unwrap();
+        let o = sim(&["--devices", "5", "--scenario", file]).unwrap();
+        assert_eq!(o.scenario.map(|s| s.faults.len()), Some(1));
+        let err = sim(&["--devices", "2", "--scenario", file]).unwrap_err();
+        assert!(err.contains("s.toml:1") && err.contains("`devices`"), "{err}");
+        std::fs::write(&path, "[[fault]]\nkind = \"cpu\"\ndevices = \"0..3\"\nratio = 2\n").unwrap();
+        let err = sim(&["--scenario", file]).unwrap_err();
+        assert!(err.contains("s.toml:4") && err.contains("`ratio`"), "{err}");
     }
 }
 

@@ -8,10 +8,12 @@
 //! - `fleet_vs_vm json FILE` writes them as VictoriaMetrics `/api/v1/import` JSON lines (one
 //!   line per series per hour of data);
 //! - `fleet_vs_vm ours DIR` appends them into a [`Db`] in `DIR` (a bulk import: one append,
-//!   one fsync, per `FLEET_APPEND_STEPS` (6) time steps of the whole fleet; flushing whenever
-//!   the WAL passes `flush_wal_bytes`, as `Db::maintain` does), flushes, compacts, runs the
-//!   benchmark's queries and reports its peak RSS. It runs as its own process so that the peak is the engine's, not the JSON
-//!   writer's.
+//!   one fsync, per `FLEET_APPEND_STEPS` (6) time steps of the whole fleet; the engine's
+//!   background thread flushes the head as it fills), flushes, compacts, runs the benchmark's
+//!   queries and reports its peak RSS. It runs as its own process so that the peak is the
+//!   engine's, not the JSON writer's. `FLEET_APPEND=ids` (the default) resolves each series'
+//!   labels once (`Db::resolve`) and appends by id (`Db::append_ids`), as a client that keeps
+//!   its series ids does; `FLEET_APPEND=labels` passes labels with every sample (`Db::append`).
 //!
 //! Figures go to stdout as `key=value` lines for `run.sh`; progress goes to stderr.
 //! Environment: `FLEET_DEVICES` (334 → 10 020 series), `FLEET_HOURS` (24), `FLEET_STEP_S`
@@ -259,47 +261,65 @@ fn ours(shape: &Shape, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut devices = fleet(shape);
     let options = Options::default();
-    let flush_wal_bytes = options.flush_wal_bytes;
     let rss_before = proc_status_bytes("VmRSS:");
     let db = Db::open_dir(dir, options)?;
+    let by_ids = match std::env::var("FLEET_APPEND").as_deref() {
+        Ok("labels") => false,
+        Ok("ids") | Err(_) => true,
+        Ok(other) => bail!("FLEET_APPEND={other}: expected ids or labels"),
+    };
     let mut ingest = Duration::ZERO;
-    let mut inline_flush = Duration::ZERO;
-    let mut flushes = 0;
     let mut samples = Vec::with_capacity(shape.series());
+    let mut by_id = Vec::with_capacity(shape.series());
     let labels: Vec<Labels> = devices.iter().flat_map(|d| d.labels.clone()).collect();
-    let mut peak_head = 0u64;
+    let ids = if by_ids {
+        // Part of the ingest: a client resolves its series once.
+        let start = Instant::now();
+        let ids: Vec<_> = labels.iter().map(|l| db.resolve(l)).collect();
+        ingest += start.elapsed();
+        ids
+    } else {
+        Vec::new()
+    };
+    let (mut peak_head, mut sum_head, mut head_reads) = (0u64, 0u64, 0u64);
     let batch_steps = env_or("FLEET_APPEND_STEPS", 6)?.max(1);
     shape.generate(&mut devices, |step, rows| {
         for (d, (ts, values)) in rows.iter().enumerate() {
             for (i, &value) in values.iter().enumerate() {
-                samples.push(Sample {
-                    labels: &labels[d * 30 + i],
-                    ts_ms: *ts,
-                    value,
-                });
+                if by_ids {
+                    by_id.push((ids[d * 30 + i], *ts, value));
+                } else {
+                    samples.push(Sample {
+                        labels: &labels[d * 30 + i],
+                        ts_ms: *ts,
+                        value,
+                    });
+                }
             }
         }
         if (step + 1) % batch_steps != 0 && step + 1 != shape.steps {
             return Ok(());
         }
         let start = Instant::now();
-        db.append(&samples, None)?;
+        if by_ids {
+            db.append_ids(&by_id, None)?;
+        } else {
+            db.append(&samples, None)?;
+        }
         ingest += start.elapsed();
         samples.clear();
+        by_id.clear();
         if (step + 1) % (batch_steps * 10) == 0 {
             let stats = db.stats();
-            peak_head = peak_head.max(stats.head_heap_bytes + stats.index_heap_bytes);
-            if stats.wal_bytes > flush_wal_bytes {
-                let start = Instant::now();
-                db.flush()?;
-                inline_flush += start.elapsed();
-                ingest += start.elapsed();
-                flushes += 1;
-            }
+            let heap = stats.head_heap_bytes + stats.index_heap_bytes;
+            peak_head = peak_head.max(heap);
+            sum_head += heap;
+            head_reads += 1;
         }
         Ok(())
     })?;
     drop(samples);
+    drop(by_id);
     let total = shape.samples();
     let stats = db.stats();
     peak_head = peak_head.max(stats.head_heap_bytes + stats.index_heap_bytes);
@@ -315,8 +335,8 @@ fn ours(shape: &Shape, dir: &Path) -> anyhow::Result<()> {
     );
     shape.print();
     println!("ingest_s={:.3}", ingest.as_secs_f64());
-    println!("ingest_inline_flush_s={:.3}", inline_flush.as_secs_f64());
-    println!("ingest_inline_flushes={flushes}");
+    println!("append_by={}", if by_ids { "ids" } else { "labels" });
+    println!("ingest_background_flushes={}", stats.flushes_total);
     println!("wal_syncs={}", stats.wal_syncs_total);
     println!("vmhwm_after_ingest_bytes={}", proc_status_bytes("VmHWM:"));
     println!("append_samples={}", shape.series() as i64 * batch_steps);
@@ -399,6 +419,10 @@ fn ours(shape: &Shape, dir: &Path) -> anyhow::Result<()> {
 
     let stats = db.stats();
     println!("head_index_heap_peak_bytes={peak_head}");
+    println!(
+        "head_index_heap_mean_bytes={}",
+        sum_head / head_reads.max(1)
+    );
     println!("index_heap_bytes={}", stats.index_heap_bytes);
     println!("rss_before_open_bytes={rss_before}");
     println!("rss_end_bytes={}", proc_status_bytes("VmRSS:"));

@@ -1,5 +1,6 @@
 //! Column codecs for sealed data: a series' samples in a block (and rollup columns) are stored
-//! with whichever of two encodings is smaller for that series:
+//! with whichever of two encodings is smaller for that series, judged on a sample of it
+//! ([`SAMPLE_LEN`] samples from its start; short series are encoded both ways):
 //!
 //! - `1` Gorilla ([`crate::chunk`]): one interleaved bit stream; best for tiny series, where
 //!   pco's per-chunk header would dominate.
@@ -47,16 +48,29 @@ fn pco_encode(samples: &[(i64, f64)]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Samples the codec choice looks at. Encoding a series both ways cost half of a flush; on the
+/// fleet mix a 128-sample prefix picks the same codec as the whole series did for all but a
+/// handful of series, which then differ by a few bytes.
+pub const SAMPLE_LEN: usize = 128;
+
 /// Encodes sorted samples with the smaller encoding: `(encoding, bytes)`.
 pub fn encode_samples(samples: &[(i64, f64)]) -> (u8, Vec<u8>) {
-    let gorilla = encode(samples);
     if samples.len() < 16 {
-        return (GORILLA, gorilla);
+        return (GORILLA, encode(samples));
     }
-    match pco_encode(samples) {
-        Some(p) if p.len() < gorilla.len() => (PCO, p),
-        _ => (GORILLA, gorilla),
+    if samples.len() <= 2 * SAMPLE_LEN {
+        let gorilla = encode(samples);
+        return match pco_encode(samples) {
+            Some(p) if p.len() < gorilla.len() => (PCO, p),
+            _ => (GORILLA, gorilla),
+        };
     }
+    let sample = &samples[..SAMPLE_LEN];
+    let pco_wins = pco_encode(sample).is_some_and(|p| p.len() < encode(sample).len());
+    if pco_wins && let Some(p) = pco_encode(samples) {
+        return (PCO, p);
+    }
+    (GORILLA, encode(samples))
 }
 
 /// Decodes `count` samples.

@@ -38,6 +38,45 @@ pub fn plan(blocks: &[Arc<Block>], window_ms: i64, now: i64) -> Vec<Vec<Arc<Bloc
         .collect()
 }
 
+/// Groups of level-0 blocks to merge into one level-0 block per `window_ms` window (the
+/// flush window), so frequent flushes of a small head do not leave many small blocks: every
+/// window ending at or before `closed_before` that holds more than one level-0 block. A group
+/// is skipped when another block overlapping its window ranks between its members (the merge
+/// takes the highest `seq` of its inputs, which would move data past it).
+pub fn plan_level0(
+    blocks: &[Arc<Block>],
+    window_ms: i64,
+    closed_before: i64,
+) -> Vec<Vec<Arc<Block>>> {
+    let mut by_window: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
+    for b in blocks.iter().filter(|b| b.level == 0) {
+        let w = floor(b.min_t, window_ms);
+        if floor(b.max_t, window_ms) == w && w.saturating_add(window_ms) <= closed_before {
+            by_window.entry(w).or_default().push(b.clone());
+        }
+    }
+    by_window
+        .into_iter()
+        .filter(|(_, group)| group.len() > 1)
+        .filter(|(w, group)| {
+            let lo = group.iter().map(|b| b.seq).min().unwrap_or(0);
+            let hi = group.iter().map(|b| b.seq).max().unwrap_or(0);
+            let end = w.saturating_add(window_ms);
+            !blocks.iter().any(|o| {
+                o.seq > lo
+                    && o.seq < hi
+                    && !group.iter().any(|g| g.seq == o.seq)
+                    && o.min_t < end
+                    && o.max_t >= *w
+            })
+        })
+        .map(|(_, mut group)| {
+            group.sort_by_key(|b| b.seq);
+            group
+        })
+        .collect()
+}
+
 /// One series' samples merged across blocks (ascending `seq`): sorted by time, one per
 /// timestamp, a later block winning on equal timestamps. Only this series is decoded.
 pub fn merge_series(blocks: &[Arc<Block>], id: SeriesId) -> Vec<(i64, f64)> {
@@ -87,15 +126,16 @@ pub fn merge(blocks: &[Arc<Block>], labels: &HashMap<SeriesId, Labels>) -> Vec<S
     out
 }
 
-/// Writes the merge of blocks (ascending `seq`) as one level-1 block with rollups at
+/// Writes the merge of blocks (ascending `seq`) as one block of `level` with rollups at
 /// `rollups` (ms), one series at a time: peak memory is the largest series plus the encoded
 /// output, not the whole window. The block takes the inputs' highest `seq`.
 pub fn write_merged(
     blocks: &[Arc<Block>],
     labels: &HashMap<SeriesId, Labels>,
+    level: u8,
     rollups: &[i64],
 ) -> BlockWriter {
-    let mut w = BlockWriter::new(1, rollups);
+    let mut w = BlockWriter::new(level, rollups);
     merge_each(blocks, labels, |id, l, samples| w.add(id, l, samples));
     w
 }

@@ -10,8 +10,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -19,6 +20,7 @@ use crate::backend::{Backend, FsBackend, write_atomic};
 use crate::block::{self, Block, BlockWriter};
 use crate::commit::GroupCommit;
 use crate::compact;
+use crate::hash::FastSet;
 use crate::head::{Head, Placed};
 use crate::index::{Index, SeriesId};
 use crate::ooo;
@@ -44,6 +46,8 @@ pub enum DbError {
     NotDurable(String),
     #[error("flush failed, the head keeps its samples: {0}")]
     Flush(String),
+    #[error("unknown series id {0}: resolve labels with Db::resolve first")]
+    UnknownSeries(SeriesId),
 }
 
 /// Settings.
@@ -73,6 +77,16 @@ pub struct Options {
     /// Rollup resolutions written at compaction (ms). Each costs disk: on 10-second data the
     /// 1-minute rollup adds roughly half the raw size, the 1-hour one about 1%.
     pub rollup_resolutions_ms: Vec<i64>,
+    /// Bounds the head: a background thread flushes it once it holds more than this many
+    /// samples per known series (on average), or [`Options::flush_head_min_samples`] if that
+    /// is more. Appends do not wait for the flush unless they outrun it by another full head.
+    /// Zero: no background flushing (only [`Db::flush`] and [`Db::maintain`]).
+    pub flush_head_samples_per_series: u64,
+    /// Floor of the background flush threshold, so small databases do not flush tiny heads.
+    pub flush_head_min_samples: u64,
+    /// The background thread also flushes a head whose oldest sample arrived this long ago,
+    /// so slow series do not stay in memory indefinitely. Zero: no age limit.
+    pub flush_head_age: Duration,
 }
 
 impl Default for Options {
@@ -88,6 +102,9 @@ impl Default for Options {
             retention: Retention::default(),
             flush_wal_bytes: 256 << 20,
             rollup_resolutions_ms: rollup::RESOLUTIONS_MS.to_vec(),
+            flush_head_samples_per_series: 120,
+            flush_head_min_samples: 1 << 20,
+            flush_head_age: Duration::from_secs(2 * 3600),
         }
     }
 }
@@ -184,6 +201,12 @@ impl Extend<SeriesId> for Defined {
 struct State {
     index: Index,
     head: Head,
+    /// A head being written into blocks by a flush (with the number of the last WAL segment
+    /// holding its samples): queries read it between the blocks and the live head. A failed
+    /// flush leaves it here for the next one to retry.
+    flushing: Option<(Arc<Head>, u64)>,
+    /// When the live head received its first sample since the last freeze.
+    head_since: Option<Instant>,
     /// Ascending by `seq`.
     blocks: Vec<Arc<Block>>,
     next_seq: u64,
@@ -201,7 +224,7 @@ struct QuerySeries {
 
 /// Samples and metadata of one append, applied once durable.
 struct Pending {
-    defined: HashSet<SeriesId>,
+    defined: FastSet<SeriesId>,
     samples: Vec<(SeriesId, i64, f64)>,
     meta: Option<Meta>,
 }
@@ -219,8 +242,16 @@ struct Counters {
     rollup_rows: AtomicU64,
 }
 
-/// The time-series database.
-pub struct Db {
+/// Between appenders and the background flusher.
+#[derive(Default)]
+struct FlushSignal {
+    stop: bool,
+    /// The last background flush failed: appenders do not wait for the next one.
+    failing: bool,
+}
+
+/// The database's shared core; [`Db`] owns it together with the background flusher.
+struct Inner {
     backend: Arc<dyn Backend>,
     options: Options,
     maintenance: Mutex<()>,
@@ -229,14 +260,37 @@ pub struct Db {
     commit: GroupCommit<Pending>,
     counters: Counters,
     opened: Stats,
+    /// Samples in the live head (mirrors `Head::samples`, read without the state lock).
+    head_samples: AtomicU64,
+    /// Series known to the index (mirrors `Index::len`).
+    series: AtomicU64,
+    signal: Mutex<FlushSignal>,
+    /// Wakes the flusher (new samples, stop) and appenders waiting for a flush.
+    wake: Condvar,
+}
+
+/// The time-series database.
+pub struct Db {
+    inner: Arc<Inner>,
+    flusher: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Db")
-            .field("backend", &self.backend)
-            .field("options", &self.options)
+            .field("backend", &self.inner.backend)
+            .field("options", &self.inner.options)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        lock(&self.inner.signal).stop = true;
+        self.inner.wake.notify_all();
+        if let Some(h) = self.flusher.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -271,6 +325,8 @@ impl Db {
         let mut state = State {
             index: Index::new(),
             head,
+            flushing: None,
+            head_since: None,
             blocks: Vec::new(),
             next_seq: 1,
             defined: Defined::default(),
@@ -355,16 +411,49 @@ impl Db {
             corruptions = replay.corruptions,
             "tsdb opened"
         );
-        Ok(Db {
+        if state.head.samples() > 0 {
+            state.head_since = Some(Instant::now());
+        }
+        let background = options.flush_head_samples_per_series > 0;
+        let inner = Arc::new(Inner {
             backend,
             commit: GroupCommit::new(options.flush_interval),
             options,
             maintenance: Mutex::new(()),
             wal: Mutex::new(wal),
+            head_samples: AtomicU64::new(state.head.samples()),
+            series: AtomicU64::new(state.index.len() as u64),
             state: Mutex::new(state),
             counters: Counters::default(),
             opened,
-        })
+            signal: Mutex::new(FlushSignal::default()),
+            wake: Condvar::new(),
+        });
+        let flusher = if background {
+            let inner = inner.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("tsdb-flush".to_owned())
+                    .spawn(move || inner.flush_in_background())?,
+            )
+        } else {
+            None
+        };
+        Ok(Db { inner, flusher })
+    }
+
+    /// The id of a label set, creating the series if it is new. Appending by id
+    /// ([`Db::append_ids`]) skips hashing and comparing labels for every sample; ids are
+    /// stable for the life of the database (across restarts too).
+    pub fn resolve(&self, labels: &Labels) -> SeriesId {
+        let mut st = lock(&self.inner.state);
+        let (id, created) = st.index.get_or_create(labels);
+        if created {
+            self.inner
+                .series
+                .store(st.index.len() as u64, Ordering::Relaxed);
+        }
+        id
     }
 
     /// Appends samples (and optional metadata) durably: returns only after the WAL holding
@@ -374,10 +463,103 @@ impl Db {
         samples: &[Sample<'_>],
         meta: Option<&Meta>,
     ) -> Result<AppendReport, DbError> {
+        self.inner.append(samples, meta)
+    }
+
+    /// Appends `(series id, ts_ms, value)` samples, ids from [`Db::resolve`]; otherwise as
+    /// [`Db::append`]. An id the database does not know fails the whole append.
+    pub fn append_ids(
+        &self,
+        samples: &[(SeriesId, i64, f64)],
+        meta: Option<&Meta>,
+    ) -> Result<AppendReport, DbError> {
+        self.inner.append_ids(samples, meta)
+    }
+
+    /// Samples of every matching series with `start <= ts <= end`, merged across blocks and
+    /// head (later writes win on equal timestamps). Series without samples there are left out.
+    pub fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<SeriesPoints> {
+        self.inner.select(matchers, start, end)
+    }
+
+    /// Per series, `agg` over buckets of `step` from `start` (bucket start, value). When `step`
+    /// and `start` are multiples of a rollup resolution, compacted blocks wholly inside the
+    /// range that nothing else overlaps are read from their rollups.
+    pub fn aggregate(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+        step: i64,
+        agg: Agg,
+    ) -> Result<Vec<SeriesPoints>, DbError> {
+        self.inner.aggregate(matchers, start, end, step, agg)
+    }
+
+    /// The newest sample of every matching series, from memory.
+    pub fn last_values(&self, matchers: &[Matcher]) -> Vec<LastValue> {
+        self.inner.last_values(matchers)
+    }
+
+    /// Label sets of the matching series.
+    pub fn series(&self, matchers: &[Matcher]) -> Vec<Labels> {
+        self.inner.series(matchers)
+    }
+
+    /// Label names used by the matching series (all with no matchers).
+    pub fn label_names(&self, matchers: &[Matcher]) -> Vec<String> {
+        lock(&self.inner.state).index.label_names(matchers)
+    }
+
+    /// Values of a label among the matching series.
+    pub fn label_values(&self, name: &str, matchers: &[Matcher]) -> Vec<String> {
+        lock(&self.inner.state).index.label_values(name, matchers)
+    }
+
+    /// Latest metadata value per key (what the WAL would replay after a checkpoint).
+    pub fn metas(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        lock(&self.inner.state).metas.clone()
+    }
+
+    /// Writes the head into blocks (one per `block_window_ms` window) and drops the WAL
+    /// segments it came from. Appends go on meanwhile: the head is frozen and replaced by an
+    /// empty one (and a new WAL segment started) at the beginning, and the blocks are encoded
+    /// and written without holding the locks appends need. Returns the number of blocks
+    /// written.
+    pub fn flush(&self) -> Result<usize, DbError> {
+        self.inner.flush(false)
+    }
+
+    /// Merges blocks per `compact_window_ms` window that ended before `now` into one block
+    /// with rollups. Returns the number of merges.
+    pub fn compact(&self, now: i64) -> Result<usize, DbError> {
+        self.inner.compact(now)
+    }
+
+    /// Deletes blocks beyond the retention limits. Returns the number deleted.
+    pub fn apply_retention(&self, now: i64) -> Result<usize, DbError> {
+        self.inner.apply_retention(now)
+    }
+
+    /// Periodic housekeeping: flush when the WAL is large, compact closed windows, apply
+    /// retention. `now` is the caller's clock (ms since the epoch).
+    pub fn maintain(&self, now: i64) -> Result<(), DbError> {
+        self.inner.maintain(now)
+    }
+
+    /// Counters and sizes.
+    pub fn stats(&self) -> Stats {
+        self.inner.stats()
+    }
+}
+
+impl Inner {
+    fn append(&self, samples: &[Sample<'_>], meta: Option<&Meta>) -> Result<AppendReport, DbError> {
+        self.wait_for_room();
         let mut report = AppendReport::default();
         let mut framed = Vec::new();
         let mut pending = Pending {
-            defined: HashSet::new(),
+            defined: FastSet::default(),
             samples: Vec::with_capacity(samples.len()),
             meta: meta.cloned(),
         };
@@ -385,33 +567,90 @@ impl Db {
             let mut st = lock(&self.state);
             let newest = st.head.newest();
             let mut payload = Vec::new();
+            let before = st.index.len();
+            // Consecutive samples of one series (a caller's batch is often grouped so) resolve
+            // once.
+            let mut prev: Option<(&Labels, SeriesId)> = None;
             for s in samples {
                 if !ooo::accepts(s.ts_ms, newest, self.options.ooo_max_age_ms) {
                     report.too_old += 1;
                     continue;
                 }
-                let (id, _) = st.index.get_or_create(s.labels);
-                if !st.defined.contains(id) && !pending.defined.contains(&id) {
+                let id = match prev {
+                    Some((l, id)) if std::ptr::eq(l, s.labels) => id,
+                    _ => st.index.get_or_create(s.labels).0,
+                };
+                prev = Some((s.labels, id));
+                if !st.defined.contains(id) && pending.defined.insert(id) {
                     payload.clear();
                     record::encode_series(&mut payload, id, s.labels);
                     frame(&mut framed, KIND_SERIES, &payload);
-                    pending.defined.insert(id);
                 }
                 pending.samples.push((id, s.ts_ms, s.value));
             }
-            if !pending.samples.is_empty() {
-                payload.clear();
-                payload.reserve(pending.samples.len() * record::SAMPLE_BYTES);
-                for &(id, t, v) in &pending.samples {
-                    record::encode_sample(&mut payload, id, t, v);
+            if st.index.len() != before {
+                self.series.store(st.index.len() as u64, Ordering::Relaxed);
+            }
+        }
+        self.commit_pending(framed, pending, meta, report)
+    }
+
+    fn append_ids(
+        &self,
+        samples: &[(SeriesId, i64, f64)],
+        meta: Option<&Meta>,
+    ) -> Result<AppendReport, DbError> {
+        self.wait_for_room();
+        let mut report = AppendReport::default();
+        let mut framed = Vec::new();
+        let mut pending = Pending {
+            defined: FastSet::default(),
+            samples: Vec::with_capacity(samples.len()),
+            meta: meta.cloned(),
+        };
+        {
+            let st = lock(&self.state);
+            let newest = st.head.newest();
+            let mut payload = Vec::new();
+            for &(id, t, v) in samples {
+                if !ooo::accepts(t, newest, self.options.ooo_max_age_ms) {
+                    report.too_old += 1;
+                    continue;
                 }
-                frame(&mut framed, KIND_SAMPLES, &payload);
+                if !st.defined.contains(id) && !pending.defined.contains(&id) {
+                    let labels = st.index.labels(id).ok_or(DbError::UnknownSeries(id))?;
+                    pending.defined.insert(id);
+                    payload.clear();
+                    record::encode_series(&mut payload, id, &labels);
+                    frame(&mut framed, KIND_SERIES, &payload);
+                }
+                pending.samples.push((id, t, v));
             }
-            if let Some(m) = meta {
-                payload.clear();
-                record::encode_meta(&mut payload, &m.key, &m.value);
-                frame(&mut framed, KIND_META, &payload);
+        }
+        self.commit_pending(framed, pending, meta, report)
+    }
+
+    /// Frames the samples and metadata of an append whose series are resolved (definitions
+    /// of new series already in `framed`), hands them to group commit and waits.
+    fn commit_pending(
+        &self,
+        mut framed: Vec<u8>,
+        pending: Pending,
+        meta: Option<&Meta>,
+        mut report: AppendReport,
+    ) -> Result<AppendReport, DbError> {
+        let mut payload = Vec::new();
+        if !pending.samples.is_empty() {
+            payload.reserve(pending.samples.len() * record::SAMPLE_BYTES);
+            for &(id, t, v) in &pending.samples {
+                record::encode_sample(&mut payload, id, t, v);
             }
+            frame(&mut framed, KIND_SAMPLES, &payload);
+        }
+        if let Some(m) = meta {
+            payload.clear();
+            record::encode_meta(&mut payload, &m.key, &m.value);
+            frame(&mut framed, KIND_META, &payload);
         }
         self.counters
             .too_old
@@ -428,6 +667,9 @@ impl Db {
             let mut st = lock(&self.state);
             let horizon = (self.options.clock)().saturating_add(self.options.max_future_ms);
             st.head.set_horizon(horizon);
+            if st.head_since.is_none() {
+                st.head_since = Some(Instant::now());
+            }
             for p in items {
                 st.defined.extend(p.defined);
                 for (id, t, v) in p.samples {
@@ -439,9 +681,17 @@ impl Db {
                     st.metas.insert(m.key, m.value);
                 }
             }
+            self.head_samples
+                .store(st.head.samples(), Ordering::Relaxed);
             Ok(())
         };
-        match self.commit.submit(framed, pending, &sink) {
+        let result = self.commit.submit(framed, pending, &sink);
+        if self.head_over(1) {
+            // Under the lock, so the flusher cannot miss it between its check and its wait.
+            let _sig = lock(&self.signal);
+            self.wake.notify_all();
+        }
+        match result {
             Ok(()) => {
                 report.accepted = accepted;
                 self.counters
@@ -457,6 +707,88 @@ impl Db {
                 Err(DbError::NotDurable(e))
             }
         }
+    }
+
+    /// Background flush threshold in head samples (`None`: no background flushing).
+    fn head_limit(&self) -> Option<u64> {
+        let per = self.options.flush_head_samples_per_series;
+        (per > 0).then(|| {
+            per.saturating_mul(self.series.load(Ordering::Relaxed))
+                .max(self.options.flush_head_min_samples)
+        })
+    }
+
+    /// Whether the live head holds more than `times` background flush thresholds.
+    fn head_over(&self, times: u64) -> bool {
+        self.head_limit().is_some_and(|limit| {
+            self.head_samples.load(Ordering::Relaxed) > limit.saturating_mul(times)
+        })
+    }
+
+    /// Backpressure: while the live head holds two thresholds' worth, appends wait for the
+    /// background flush to take it (unless flushing fails), so the head stays bounded.
+    fn wait_for_room(&self) {
+        let mut sig = lock(&self.signal);
+        while !sig.failing && !sig.stop && self.head_over(2) {
+            self.wake.notify_all();
+            sig = self
+                .wake
+                .wait_timeout(sig, Duration::from_millis(100))
+                .map_or_else(|e| e.into_inner().0, |(g, _)| g);
+        }
+    }
+
+    /// The background flusher: flushes whenever the live head passes the threshold or its
+    /// oldest sample reaches `flush_head_age`, until the database is dropped.
+    fn flush_in_background(&self) {
+        let mut failures = 0u32;
+        loop {
+            {
+                let sig = lock(&self.signal);
+                if sig.stop {
+                    return;
+                }
+                let due = self.head_over(1) || self.head_too_old();
+                if !due || failures > 0 {
+                    let wait = if failures > 0 {
+                        Duration::from_millis(100 << failures.min(6))
+                    } else {
+                        Duration::from_secs(1)
+                    };
+                    let (sig, _) = self
+                        .wake
+                        .wait_timeout(sig, wait)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if sig.stop {
+                        return;
+                    }
+                    if !(self.head_over(1) || self.head_too_old()) {
+                        continue;
+                    }
+                }
+            }
+            let result = self.flush(true);
+            {
+                let mut sig = lock(&self.signal);
+                sig.failing = result.is_err();
+                self.wake.notify_all();
+            }
+            match result {
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    warn!(error = %e, "background flush failed; the head keeps its samples, retrying");
+                }
+            }
+        }
+    }
+
+    fn head_too_old(&self) -> bool {
+        let age = self.options.flush_head_age;
+        !age.is_zero()
+            && lock(&self.state)
+                .head_since
+                .is_some_and(|since| since.elapsed() >= age)
     }
 
     /// Under the state lock, copies what a query needs from memory: the matching series, their
@@ -476,6 +808,10 @@ impl Db {
             .filter_map(|id| {
                 let labels = st.index.labels(id)?;
                 let mut head = BTreeMap::new();
+                // The head being flushed is older than the live head: the live head wins.
+                if let Some((frozen, _)) = &st.flushing {
+                    frozen.range_into(id, start, end, &mut head);
+                }
                 st.head.range_into(id, start, end, &mut head);
                 Some(QuerySeries { id, labels, head })
             })
@@ -602,76 +938,42 @@ impl Db {
             .collect()
     }
 
-    /// Label names used by the matching series (all with no matchers).
-    pub fn label_names(&self, matchers: &[Matcher]) -> Vec<String> {
-        lock(&self.state).index.label_names(matchers)
-    }
-
-    /// Values of a label among the matching series.
-    pub fn label_values(&self, name: &str, matchers: &[Matcher]) -> Vec<String> {
-        lock(&self.state).index.label_values(name, matchers)
-    }
-
-    /// Latest metadata value per key (what the WAL would replay after a checkpoint).
-    pub fn metas(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
-        lock(&self.state).metas.clone()
-    }
-
-    /// Writes the head into blocks (one per `block_window_ms` window), then starts a new WAL
-    /// segment (carrying series definitions and the latest metadata) and drops the old ones.
-    /// Returns the number of blocks written.
-    pub fn flush(&self) -> Result<usize, DbError> {
+    /// `background`: blocks are written as Gorilla (cheap) and only windows the data has left
+    /// are merged (getting the smaller codec then); otherwise every window with more than one
+    /// level-0 block is merged, so everything flushed has its final encoding.
+    fn flush(&self, background: bool) -> Result<usize, DbError> {
         let _m = lock(&self.maintenance);
+        let (frozen, previous) = self.freeze()?;
+        let written = self
+            .write_blocks(&frozen, background)
+            .map_err(DbError::Flush)?;
+        let count = written.len();
+        {
+            let mut st = lock(&self.state);
+            st.next_seq += count as u64;
+            st.blocks.extend(written);
+            st.flushing = None;
+        }
+        drop(frozen);
+        lock(&self.wal).checkpoint(previous)?;
+        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        info!(blocks = count, "tsdb flushed head into blocks");
+        if let Err(e) = self.merge_level0(background) {
+            warn!(error = %e, "merging a window's flushed blocks failed; they stay as they are");
+        }
+        Ok(count)
+    }
+
+    /// The head a flush writes, and the last WAL segment holding its samples: a head a failed
+    /// flush left behind, or else the live head, replaced by an empty one (last values kept)
+    /// as a new WAL segment starts (carrying series definitions and the latest metadata).
+    /// Only this step holds the WAL and state locks.
+    fn freeze(&self) -> Result<(Arc<Head>, u64), DbError> {
         let mut wal = lock(&self.wal);
         let mut st = lock(&self.state);
-        // One series at a time from the head's chunks into one writer per window: only the
-        // encoded blocks and the series at hand are held, not an uncompressed copy of the head.
-        let window = self.options.block_window_ms;
-        let mut writers: BTreeMap<i64, BlockWriter> = BTreeMap::new();
-        st.head.each_series(|id, samples| {
-            let Some(labels) = st.index.labels(id) else {
-                return;
-            };
-            let mut i = 0;
-            while i < samples.len() {
-                let w = floor(samples[i].0, window);
-                let j = i + samples[i..]
-                    .iter()
-                    .take_while(|s| floor(s.0, window) == w)
-                    .count();
-                writers
-                    .entry(w)
-                    .or_insert_with(|| BlockWriter::new(0, &[]))
-                    .add(id, &labels, &samples[i..j]);
-                i = j;
-            }
-        });
-        let mut written = Vec::new();
-        for writer in writers.into_values() {
-            let seq = st.next_seq + written.len() as u64;
-            let (lo, hi) = writer.span();
-            let bytes = writer.finish(seq);
-            let name = block::block_name(seq, lo, hi);
-            let result = write_atomic(&*self.backend, &name, &bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    Block::written(self.backend.clone(), &name, &bytes).map_err(|e| e.to_string())
-                });
-            match result {
-                Ok(b) => written.push(Arc::new(b)),
-                Err(e) => {
-                    let _ = self.backend.remove(&name);
-                    for b in &written {
-                        let _ = self.backend.remove(&b.name);
-                    }
-                    return Err(DbError::Flush(e));
-                }
-            }
+        if let Some((frozen, previous)) = &st.flushing {
+            return Ok((frozen.clone(), *previous));
         }
-        let count = written.len();
-        st.next_seq += count as u64;
-        st.blocks.extend(written);
-        st.head.clear_samples();
         let mut preamble = Vec::new();
         let mut payload = Vec::new();
         let ids: Vec<SeriesId> = st.index.all_ids().collect();
@@ -687,60 +989,153 @@ impl Db {
             record::encode_meta(&mut payload, k, v);
             frame(&mut preamble, KIND_META, &payload);
         }
-        drop(st);
         let previous = wal.rotate(&preamble)?;
         // Only now are all series defined in the live WAL (a failed append may have created
         // ids whose definition never became durable).
-        lock(&self.state).defined.extend(ids);
-        wal.checkpoint(previous)?;
-        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
-        info!(blocks = count, "tsdb flushed head into blocks");
-        Ok(count)
+        st.defined.extend(ids);
+        let frozen = Arc::new(st.head.take_samples());
+        st.head_since = None;
+        self.head_samples.store(0, Ordering::Relaxed);
+        st.flushing = Some((frozen.clone(), previous));
+        Ok((frozen, previous))
     }
 
-    /// Merges blocks per `compact_window_ms` window that ended before `now` into one block
-    /// with rollups. Returns the number of merges.
-    pub fn compact(&self, now: i64) -> Result<usize, DbError> {
+    /// Encodes a frozen head into level-0 blocks (one per `block_window_ms` window) and writes
+    /// them, holding the state lock only to read a series' labels. On error the blocks already
+    /// written are removed again (the frozen head stays for the next flush).
+    fn write_blocks(&self, frozen: &Head, gorilla: bool) -> Result<Vec<Arc<Block>>, String> {
+        // One series at a time from the head's chunks into one writer per window: only the
+        // encoded blocks and the series at hand are held, not an uncompressed copy of the head.
+        let window = self.options.block_window_ms;
+        let mut writers: BTreeMap<i64, BlockWriter> = BTreeMap::new();
+        frozen.each_series(|id, samples| {
+            let Some(labels) = lock(&self.state).index.labels(id) else {
+                return;
+            };
+            let mut i = 0;
+            while i < samples.len() {
+                let w = floor(samples[i].0, window);
+                let j = i + samples[i..]
+                    .iter()
+                    .take_while(|s| floor(s.0, window) == w)
+                    .count();
+                writers
+                    .entry(w)
+                    .or_insert_with(|| {
+                        let w = BlockWriter::new(0, &[]);
+                        if gorilla { w.gorilla_only() } else { w }
+                    })
+                    .add(id, &labels, &samples[i..j]);
+                i = j;
+            }
+        });
+        // Blocks are numbered after every existing one; only a flush (under the maintenance
+        // lock) hands out new numbers.
+        let first_seq = lock(&self.state).next_seq;
+        let mut written = Vec::new();
+        for writer in writers.into_values() {
+            let seq = first_seq + written.len() as u64;
+            let (lo, hi) = writer.span();
+            let bytes = writer.finish(seq);
+            let name = block::block_name(seq, lo, hi);
+            let result = write_atomic(&*self.backend, &name, &bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    Block::written(self.backend.clone(), &name, &bytes).map_err(|e| e.to_string())
+                });
+            match result {
+                Ok(b) => written.push(Arc::new(b)),
+                Err(e) => {
+                    let _ = self.backend.remove(&name);
+                    for b in &written {
+                        let _ = self.backend.remove(&b.name);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    fn compact(&self, now: i64) -> Result<usize, DbError> {
         let _m = lock(&self.maintenance);
         let blocks = lock(&self.state).blocks.clone();
         let groups = compact::plan(&blocks, self.options.compact_window_ms, now);
         for group in &groups {
-            let labels: HashMap<SeriesId, Labels> = {
-                let st = lock(&self.state);
-                group
-                    .iter()
-                    .flat_map(|b| b.series_ids())
-                    .filter_map(|id| Some((id, st.index.labels(id)?)))
-                    .collect()
-            };
-            // Streams series by series: the window's samples are never all in memory.
-            let writer = compact::write_merged(group, &labels, &self.options.rollup_resolutions_ms);
-            drop(labels);
-            let seq = group.iter().map(|b| b.seq).max().unwrap_or(0);
-            let (lo, hi) = writer.span();
-            let bytes = writer.finish(seq);
-            let name = format!("block-{seq:016}-{lo}-{hi}-c{}.blk", group.len());
-            write_atomic(&*self.backend, &name, &bytes)?;
-            let b = Block::written(self.backend.clone(), &name, &bytes)
-                .map_err(|e| DbError::Flush(e.to_string()))?;
-            let merged: HashSet<&str> = group.iter().map(|g| g.name.as_str()).collect();
-            {
-                let mut st = lock(&self.state);
-                st.blocks.retain(|x| !merged.contains(x.name.as_str()));
-                st.blocks.push(Arc::new(b));
-                st.blocks.sort_by_key(|x| x.seq);
-            }
-            for old in group.iter().filter(|g| g.name != name) {
-                self.backend.remove(&old.name)?;
-            }
-            self.backend.sync_dir()?;
-            self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+            self.replace_merged(group, 1, &self.options.rollup_resolutions_ms, "c")?;
         }
         Ok(groups.len())
     }
 
-    /// Deletes blocks beyond the retention limits. Returns the number deleted.
-    pub fn apply_retention(&self, now: i64) -> Result<usize, DbError> {
+    /// After a flush (maintenance lock held): merges the level-0 blocks of each flush window
+    /// the data has moved a whole window past, so a small, often-flushed head leaves one block
+    /// per window, as a large one did.
+    fn merge_level0(&self, only_past: bool) -> Result<usize, DbError> {
+        let (blocks, newest) = {
+            let st = lock(&self.state);
+            (st.blocks.clone(), st.head.newest())
+        };
+        let Some(newest) = newest else { return Ok(0) };
+        let window = self.options.block_window_ms;
+        let closed_before = if only_past {
+            newest.saturating_sub(window)
+        } else {
+            i64::MAX
+        };
+        let groups = compact::plan_level0(&blocks, window, closed_before);
+        for group in &groups {
+            self.replace_merged(group, 0, &[], "m")?;
+        }
+        Ok(groups.len())
+    }
+
+    /// Writes the merge of `group` (ascending `seq`) as one block, swaps it in for the group
+    /// and deletes the inputs. `tag` marks the file name (`-c3` compacted from three blocks,
+    /// `-m3` merged level-0 blocks).
+    fn replace_merged(
+        &self,
+        group: &[Arc<Block>],
+        level: u8,
+        rollups: &[i64],
+        tag: &str,
+    ) -> Result<(), DbError> {
+        let labels: HashMap<SeriesId, Labels> = {
+            let st = lock(&self.state);
+            group
+                .iter()
+                .flat_map(|b| b.series_ids())
+                .filter_map(|id| Some((id, st.index.labels(id)?)))
+                .collect()
+        };
+        // Streams series by series: the window's samples are never all in memory.
+        let writer = compact::write_merged(group, &labels, level, rollups);
+        drop(labels);
+        let seq = group.iter().map(|b| b.seq).max().unwrap_or(0);
+        let (lo, hi) = writer.span();
+        let bytes = writer.finish(seq);
+        let name = format!("block-{seq:016}-{lo}-{hi}-{tag}{}.blk", group.len());
+        write_atomic(&*self.backend, &name, &bytes)?;
+        let b = Block::written(self.backend.clone(), &name, &bytes)
+            .map_err(|e| DbError::Flush(e.to_string()))?;
+        drop(bytes);
+        let merged: HashSet<&str> = group.iter().map(|g| g.name.as_str()).collect();
+        {
+            let mut st = lock(&self.state);
+            st.blocks.retain(|x| !merged.contains(x.name.as_str()));
+            st.blocks.push(Arc::new(b));
+            st.blocks.sort_by_key(|x| x.seq);
+        }
+        for old in group.iter().filter(|g| g.name != name) {
+            self.backend.remove(&old.name)?;
+        }
+        self.backend.sync_dir()?;
+        if level > 0 {
+            self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn apply_retention(&self, now: i64) -> Result<usize, DbError> {
         let _m = lock(&self.maintenance);
         let blocks = lock(&self.state).blocks.clone();
         let doomed = retention::plan(&blocks, self.options.retention, now);
@@ -761,26 +1156,23 @@ impl Db {
         Ok(doomed.len())
     }
 
-    /// Periodic housekeeping: flush when the WAL is large, compact closed windows, apply
-    /// retention. `now` is the caller's clock (ms since the epoch).
-    pub fn maintain(&self, now: i64) -> Result<(), DbError> {
+    fn maintain(&self, now: i64) -> Result<(), DbError> {
         if lock(&self.wal).disk_bytes() > self.options.flush_wal_bytes {
-            self.flush()?;
+            self.flush(false)?;
         }
         self.compact(now)?;
         self.apply_retention(now)?;
         Ok(())
     }
 
-    /// Counters and sizes.
-    pub fn stats(&self) -> Stats {
+    fn stats(&self) -> Stats {
         let wal_bytes = lock(&self.wal).disk_bytes();
         let st = lock(&self.state);
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Stats {
             series: st.index.len() as u64,
-            head_samples: st.head.samples(),
+            head_samples: st.head.samples() + st.flushing.as_ref().map_or(0, |(f, _)| f.samples()),
             blocks: st.blocks.len() as u64,
             block_bytes: st.blocks.iter().map(|b| b.bytes).sum(),
             block_samples: st.blocks.iter().map(|b| b.samples()).sum(),
@@ -794,8 +1186,12 @@ impl Db {
             compactions_total: get(&c.compactions),
             blocks_deleted_total: get(&c.deleted),
             rollup_rows_read_total: get(&c.rollup_rows),
-            head_heap_bytes: st.head.heap_bytes() as u64,
-            head_chunk_bytes: st.head.chunk_bytes() as u64,
+            head_heap_bytes: (st.head.heap_bytes()
+                + st.flushing.as_ref().map_or(0, |(f, _)| f.heap_bytes()))
+                as u64,
+            head_chunk_bytes: (st.head.chunk_bytes()
+                + st.flushing.as_ref().map_or(0, |(f, _)| f.chunk_bytes()))
+                as u64,
             index_heap_bytes: st.index.heap_bytes() as u64,
             ..self.opened.clone()
         }

@@ -250,6 +250,32 @@ impl Head {
         }
     }
 
+    /// Moves every sample into a new head (for a flush to write), leaving this one with the
+    /// last values, the newest timestamp and the horizon only.
+    pub fn take_samples(&mut self) -> Head {
+        let series = self
+            .series
+            .iter_mut()
+            .map(|s| {
+                let s = s.as_mut().filter(|s| !s.is_empty())?;
+                let last = s.last;
+                Some(Box::new(std::mem::replace(
+                    &mut **s,
+                    SeriesHead {
+                        last,
+                        ..SeriesHead::default()
+                    },
+                )))
+            })
+            .collect();
+        Head {
+            series,
+            samples: std::mem::take(&mut self.samples),
+            newest: self.newest,
+            horizon: self.horizon,
+        }
+    }
+
     /// Drops all samples, keeping last values.
     pub fn clear_samples(&mut self) {
         for s in self.series.iter_mut().flatten() {

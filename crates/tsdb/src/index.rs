@@ -7,11 +7,10 @@
 //! device name shared by its thirty series is stored once and a series' labels cost 8 bytes
 //! each.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeSet, HashMap};
-use std::hash::{Hash, Hasher};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::hash::{FastMap, hash_pairs};
 use crate::series::{Labels, Matcher};
 
 /// A series' id.
@@ -25,24 +24,15 @@ type Pairs = Box<[(u32, u32)]>;
 pub struct Index {
     /// Symbol → string, and back.
     symbols: Vec<Arc<str>>,
-    symbol_ids: HashMap<Arc<str>, u32>,
+    symbol_ids: FastMap<Arc<str>, u32>,
     /// Indexed by id; `None` for ids not (or no longer) in use.
     series: Vec<Option<Pairs>>,
     /// Hash of a label set to its id; label sets whose hash is taken go to `collisions`.
-    by_hash: HashMap<u64, SeriesId>,
-    collisions: HashMap<u64, Vec<SeriesId>>,
+    by_hash: FastMap<u64, SeriesId>,
+    collisions: FastMap<u64, Vec<SeriesId>>,
     /// Label name → value → sorted ids.
-    postings: HashMap<Arc<str>, HashMap<Arc<str>, Vec<SeriesId>>>,
+    postings: FastMap<Arc<str>, FastMap<Arc<str>, Vec<SeriesId>>>,
     count: usize,
-}
-
-fn hash_labels<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
-    let mut h = DefaultHasher::new();
-    for (k, v) in pairs {
-        k.hash(&mut h);
-        v.hash(&mut h);
-    }
-    h.finish()
 }
 
 fn insert_sorted(list: &mut Vec<SeriesId>, id: SeriesId) {
@@ -74,10 +64,9 @@ impl Index {
 
     /// The id of a label set, if known.
     pub fn get(&self, labels: &Labels) -> Option<SeriesId> {
-        let h = hash_labels(labels.iter());
-        let first = self.by_hash.get(&h).copied();
-        let more = self.collisions.get(&h).into_iter().flatten().copied();
-        first.into_iter().chain(more).find(|&id| {
+        let h = hash_pairs(labels.iter());
+        let first = self.by_hash.get(&h).copied()?;
+        let same = |id: SeriesId| {
             self.series
                 .get(id as usize)
                 .and_then(Option::as_ref)
@@ -87,7 +76,15 @@ impl Index {
                             .zip(labels.iter())
                             .all(|(&(a, b), (c, d))| self.sym(a) == c && self.sym(b) == d)
                 })
-        })
+        };
+        if same(first) {
+            return Some(first);
+        }
+        self.collisions
+            .get(&h)?
+            .iter()
+            .copied()
+            .find(|&id| same(id))
     }
 
     /// The id of a label set, creating it; the bool is true when it was created.
@@ -133,7 +130,7 @@ impl Index {
             pairs.push((ks, vs));
         }
         let pairs: Pairs = pairs.into_boxed_slice();
-        let h = hash_labels(labels.iter());
+        let h = hash_pairs(labels.iter());
         match self.by_hash.entry(h) {
             std::collections::hash_map::Entry::Occupied(_) => {
                 self.collisions.entry(h).or_default().push(id);

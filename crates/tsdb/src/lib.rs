@@ -22,6 +22,7 @@ pub mod codec;
 pub mod commit;
 pub mod compact;
 pub mod db;
+pub mod hash;
 pub mod head;
 pub mod index;
 pub mod ooo;

@@ -233,7 +233,9 @@ fn late_data_after_a_flush_overrides_block_values() {
     assert_eq!(points(&db, "temperature_celsius", "d", 0, i64::MAX), want);
     db.flush().unwrap();
     assert_eq!(points(&db, "temperature_celsius", "d", 0, i64::MAX), want);
-    assert_eq!(db.stats().blocks, 2);
+    // An explicit flush merges the window's two level-0 blocks into one.
+    assert_eq!(db.stats().blocks, 1);
+    assert_eq!(db.stats().compactions_total, 0);
     db.compact(T0 + 48 * HOUR).unwrap();
     assert_eq!(db.stats().blocks, 1);
     assert_eq!(points(&db, "temperature_celsius", "d", 0, i64::MAX), want);
@@ -452,4 +454,118 @@ fn queries_during_flushes_and_compactions_never_see_holes() {
         points(&db, "processes", "race", 0, i64::MAX).len(),
         n as usize
     );
+}
+
+/// Options whose background flusher runs every few hundred samples.
+fn small_head() -> Options {
+    Options {
+        flush_head_samples_per_series: 1,
+        flush_head_min_samples: 200,
+        ..Options::default()
+    }
+}
+
+#[test]
+fn background_flushes_keep_the_head_bounded_without_holes_or_losses() {
+    let mem = MemBackend::new();
+    let db = Arc::new(open(&mem, small_head()));
+    let ls: Vec<Labels> = (0..4).map(|d| labels("temp", &format!("d{d}"))).collect();
+    let ids: Vec<_> = ls.iter().map(|l| db.resolve(l)).collect();
+    assert_eq!(
+        db.resolve(&ls[2]),
+        ids[2],
+        "resolving again gives the same id"
+    );
+    let n = 3000i64;
+    let writer = {
+        let db = db.clone();
+        let ids = ids.clone();
+        std::thread::spawn(move || {
+            let mut max_head = 0;
+            for i in 0..n {
+                // Ten seconds apart: ~8 h, several flush windows, so level-0 merges happen.
+                let t = T0 + i * 10_000;
+                let batch: Vec<_> = ids.iter().map(|&id| (id, t, i as f64)).collect();
+                let r = db.append_ids(&batch, None).unwrap();
+                assert_eq!(r.accepted, ids.len());
+                max_head = max_head.max(db.stats().head_samples);
+            }
+            max_head
+        })
+    };
+    let mut checks = 0;
+    while !writer.is_finished() || checks < 20 {
+        let got = points(&db, "temp", "d3", 0, i64::MAX);
+        for (i, &(t, v)) in got.iter().enumerate() {
+            assert_eq!((t, v), (T0 + i as i64 * 10_000, i as f64), "hole at {i}");
+        }
+        checks += 1;
+    }
+    let max_head = writer.join().unwrap();
+    let stats = db.stats();
+    assert!(
+        stats.flushes_total > 5,
+        "{} background flushes",
+        stats.flushes_total
+    );
+    // Live plus frozen head: each at most two thresholds (appends wait beyond that).
+    assert!(max_head <= 4 * 200 + 8, "head grew to {max_head} samples");
+    let flushed_blocks = stats.blocks;
+    assert!(
+        flushed_blocks < stats.flushes_total,
+        "level-0 blocks of past windows were merged: {flushed_blocks} blocks after {} flushes",
+        stats.flushes_total
+    );
+    for d in 0..4 {
+        assert_eq!(
+            points(&db, "temp", &format!("d{d}"), 0, i64::MAX).len(),
+            n as usize
+        );
+    }
+    // A power cut at any point: everything acknowledged comes back.
+    drop(db);
+    mem.crash();
+    let db = open(&mem, small_head());
+    for d in 0..4 {
+        let got = points(&db, "temp", &format!("d{d}"), 0, i64::MAX);
+        assert_eq!(got.len(), n as usize);
+        assert_eq!(got[n as usize - 1], (T0 + (n - 1) * 10_000, (n - 1) as f64));
+    }
+    assert!(matches!(
+        db.append_ids(&[(999, T0, 1.0)], None),
+        Err(fleetmon_tsdb::DbError::UnknownSeries(999))
+    ));
+}
+
+#[test]
+fn a_failed_background_flush_keeps_the_frozen_head_readable_and_retries() {
+    use fleetmon_tsdb::{Fault, FaultBackend, FaultOp};
+    let mem = MemBackend::new();
+    let fault = Arc::new(FaultBackend::new(mem.clone()));
+    let backend: Arc<dyn Backend> = fault.clone();
+    let options = Options {
+        flush_head_samples_per_series: 0,
+        ..Options::default()
+    };
+    let db = Db::open(backend.clone(), options.clone(), &mut |_, _| {}).unwrap();
+    let l = labels("temp", "x");
+    let pts: Vec<(i64, f64)> = (0..50).map(|i| (T0 + i * 1000, i as f64)).collect();
+    put(&db, &l, &pts[..40]);
+    // The first block write fails: the frozen head stays, queries still see it, and new
+    // appends land in the live head.
+    fault.set(Fault {
+        op: FaultOp::Write,
+        nth: 2,
+        persistent: false,
+        short_write: false,
+    });
+    assert!(db.flush().is_err());
+    put(&db, &l, &pts[40..]);
+    assert_eq!(points(&db, "temp", "x", 0, i64::MAX), pts);
+    db.flush().unwrap();
+    assert_eq!(points(&db, "temp", "x", 0, i64::MAX), pts);
+    drop(db);
+    mem.crash();
+    let db = Db::open(backend, options, &mut |_, _| {}).unwrap();
+    assert_eq!(points(&db, "temp", "x", 0, i64::MAX), pts);
 }
