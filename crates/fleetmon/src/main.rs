@@ -2,6 +2,7 @@
 //! Its output on stdout is its interface (URLs, JSON summaries); logs go to stderr.
 
 mod anomaly;
+mod ca;
 mod cli;
 mod config;
 mod demo;
@@ -28,6 +29,7 @@ fn main() -> anyhow::Result<()> {
             Command::Sim(args) => sim(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Anomaly(command) => anomaly::run(command),
+            Command::Ca(args) => ca::run(args),
             Command::Config(cli::ConfigCommand::Default) => {
                 say(config::DEFAULT.trim_end());
                 Ok(())
@@ -56,8 +58,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let server = Server::start(config, Arc::new(SystemClock))
         .await
         .context("starting the server")?;
+    let tls = server
+        .mqtt_tls_addr()
+        .map_or_else(String::new, |a| format!(" mqtts://{a}"));
     say(&format!(
-        "fleetmon server: http://{}/ mqtt://{}",
+        "fleetmon server: http://{}/ mqtt://{}{tls}",
         server.http_addr(),
         server.mqtt_addr()
     ));

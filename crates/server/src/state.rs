@@ -10,6 +10,8 @@ use crate::clock::Clock;
 use crate::fleet::health::Thresholds;
 use crate::fleet::tags::{self, TagError, Tags};
 use crate::fleet::{Device, Registry};
+use crate::security::Security;
+use crate::security::events::Events;
 use crate::store::SampleStore;
 use crate::telemetry::Telemetry;
 
@@ -29,6 +31,8 @@ pub struct State {
     pub query: fleetmon_promql::Options,
     /// Where device tags are kept (`DATA_DIR/tags.json`); none in unit tests.
     pub tags_path: Option<std::path::PathBuf>,
+    /// Security events, the CA, live certificates, revocations.
+    pub security: Arc<Security>,
 }
 
 impl State {
@@ -38,10 +42,13 @@ impl State {
         limits: Limits,
         offline_after_ms: i64,
     ) -> Self {
+        let telemetry = Telemetry::new();
+        let events = Events::new(telemetry.security_events.clone());
+        let security = Arc::new(Security::new(events, Arc::clone(&clock)));
         Self {
             registry: RwLock::new(Registry::default()),
             store,
-            telemetry: Telemetry::new(),
+            telemetry,
             clock,
             limits,
             offline_after_ms,
@@ -50,6 +57,7 @@ impl State {
             firmware_policy: None,
             query: fleetmon_promql::Options::default(),
             tags_path: None,
+            security,
         }
     }
 

@@ -2,12 +2,14 @@
 //! page at `/`.
 //!
 //! - [`api`]: devices, samples and ingest handlers.
+//! - [`security`]: security events and device enrolment.
 //! - [`web`]: the HTML page.
 //! - [`error`]: the one place errors become status codes.
 
 pub mod api;
 pub mod error;
 pub mod prometheus;
+pub mod security;
 pub mod web;
 
 use std::sync::Arc;
@@ -45,6 +47,8 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/fleet", get(api::fleet))
         .route("/api/v1/samples", get(api::samples))
         .route("/api/v1/integrity", get(api::integrity))
+        .route("/api/v1/events", get(security::events))
+        .route("/api/v1/enrol", post(security::enrol))
         .route(
             "/api/v1/ingest",
             post(api::ingest).layer(DefaultBodyLimit::max(body_limit)),
