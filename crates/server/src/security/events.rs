@@ -152,13 +152,13 @@ impl Events {
         detail: impl Into<String>,
     ) {
         let detail = detail.into();
-        tracing::warn!(
-            kind = kind.as_str(),
-            device = device.unwrap_or("-"),
-            source = %source.map_or_else(|| "-".to_owned(), |s| s.to_string()),
-            detail,
-            "security event"
-        );
+        let (k, d) = (kind.as_str(), device.unwrap_or("-"));
+        let src = source.map_or_else(|| "-".to_owned(), |s| s.to_string());
+        if kind == Kind::Enrolled {
+            tracing::info!(kind = k, device = d, source = %src, detail, "security event");
+        } else {
+            tracing::warn!(kind = k, device = d, source = %src, detail, "security event");
+        }
         self.counters
             .get_or_create(&SecurityLabels {
                 kind: kind.as_str(),
