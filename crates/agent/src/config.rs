@@ -194,7 +194,8 @@ mqtt = "127.0.0.1:1883"
 http_url = ""
 # TLS: set the CA (PEM) that signs the server's certificate to connect with TLS.
 # tls_ca_file = "/etc/fleetmon-agent/ca.pem"
-# Mutual TLS: the device's certificate and key (PEM).
+# Mutual TLS: the device's certificate and key (PEM). `fleetmon-agent enrol --server URL
+# --token TOKEN` makes the key here and writes the certificate (and the CA, if missing).
 # tls_cert_file = "/etc/fleetmon-agent/device.pem"
 # tls_key_file = "/etc/fleetmon-agent/device.key"
 # The server certificate must name the host of `mqtt`.

@@ -12,10 +12,12 @@
 //! - [`probe`]: round-trip, jitter and loss to the server and to configured targets.
 //! - [`config`]: the TOML configuration, its commented default and validation.
 //! - [`agent`]: the main loop tying them together, with power-aware sampling.
+//! - [`enrol`]: trading an enrolment token for a certificate; the key stays on the device.
 
 pub mod agent;
 pub mod collect;
 pub mod config;
+pub mod enrol;
 pub mod probe;
 pub mod snapshot;
 pub mod spool;

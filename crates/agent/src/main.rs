@@ -47,6 +47,24 @@ enum Cmd {
     },
     /// Runs the agent.
     Run(RunArgs),
+    /// Gets this device a certificate: makes a key and a certificate request, trades the
+    /// token from `fleetmon ca enrol-token DEVICE` for a certificate, and writes key,
+    /// certificate and CA where `server.tls_key_file`, `tls_cert_file` and `tls_ca_file` say.
+    Enrol(EnrolArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EnrolArgs {
+    /// The server's HTTP base URL, e.g. http://server:8427.
+    #[arg(long, value_name = "URL", env = "FLEETMON_AGENT_ENROL_SERVER")]
+    server: String,
+    /// The single-use enrolment token.
+    #[arg(long, env = "FLEETMON_AGENT_ENROL_TOKEN", hide_env_values = true)]
+    token: String,
+    #[arg(long, value_name = "FILE", env = "FLEETMON_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "FLEETMON_AGENT_DEVICE_ID")]
+    device_id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +164,29 @@ fn main() -> anyhow::Result<()> {
         } => {
             let c = Config::load(&config)?.validate()?;
             println!("{c:#?}");
+        }
+        Cmd::Enrol(args) => {
+            let mut config = match &args.config {
+                Some(path) => Config::load(path)?,
+                None => Config::default(),
+            };
+            config.apply(Overrides {
+                device_id: args.device_id,
+                ..Overrides::default()
+            });
+            let config = config.validate().context("configuration")?;
+            let done = fleetmon_agent::enrol::enrol(&config, &args.server, &args.token)
+                .context("enrolment")?;
+            println!(
+                "enrolled {:?}: certificate {} in {}, key in {}{}",
+                done.device,
+                done.serial,
+                done.cert_file.display(),
+                done.key_file.display(),
+                done.ca_file
+                    .map(|p| format!(", CA in {}", p.display()))
+                    .unwrap_or_default()
+            );
         }
         Cmd::Run(args) => {
             let config = load(args).context("configuration")?;

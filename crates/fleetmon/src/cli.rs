@@ -47,6 +47,9 @@ pub enum Command {
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The built-in certificate authority: CA, server and device certificates, revocation,
+    /// enrolment tokens.
+    Ca(crate::ca::CaArgs),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -71,9 +74,28 @@ pub struct ServerArgs {
     /// HTTP API, ingest and page [default: 127.0.0.1:8427].
     #[arg(long, env = "FLEETMON_HTTP_LISTEN", value_parser = parse_addr)]
     pub http_listen: Option<SocketAddr>,
-    /// MQTT endpoint for devices [default: 127.0.0.1:1883].
+    /// MQTT endpoint for devices, plaintext [default: 127.0.0.1:1883].
     #[arg(long, env = "FLEETMON_MQTT_LISTEN", value_parser = parse_addr)]
     pub mqtt_listen: Option<SocketAddr>,
+    /// MQTT over mutual TLS: devices prove themselves with a certificate of the built-in CA
+    /// (conventionally port 8883; off unless set).
+    #[arg(long, env = "FLEETMON_MQTT_TLS_LISTEN", value_parser = parse_addr)]
+    pub mqtt_tls_listen: Option<SocketAddr>,
+    /// Allow plaintext MQTT or HTTP on an address other than loopback.
+    #[arg(long, env = "FLEETMON_ALLOW_PLAINTEXT")]
+    pub allow_plaintext: bool,
+    /// The built-in CA's directory (`fleetmon ca init`) [default: fleetmon-ca].
+    #[arg(long, env = "FLEETMON_CA_DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// The server's TLS certificate (PEM) [default: CA_DIR/server.pem]; reloaded on change.
+    #[arg(long, env = "FLEETMON_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The server's TLS key (PEM) [default: CA_DIR/server.key].
+    #[arg(long, env = "FLEETMON_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// A device certificate expiring sooner than this is a security event [default: 30d].
+    #[arg(long, env = "FLEETMON_CERT_EXPIRY_WARNING", value_parser = parse_duration)]
+    pub cert_expiry_warning: Option<Duration>,
     /// A device that only uses HTTP is offline once its last batch is older than this
     /// [default: 2m].
     #[arg(long, env = "FLEETMON_OFFLINE_AFTER", value_parser = parse_duration)]
@@ -157,6 +179,16 @@ impl ServerArgs {
             Some(a) => a,
             None => from_file_addr("server.mqtt_listen", &srv.mqtt_listen)?
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 1883))),
+        };
+        let mqtt_tls_listen = match self.mqtt_tls_listen {
+            Some(a) => Some(a),
+            None => from_file_addr("server.mqtt_tls_listen", &srv.mqtt_tls_listen)?,
+        };
+        let sec = &file.security;
+        let cert_expiry_warning = match self.cert_expiry_warning {
+            Some(d) => d,
+            None => from_file_duration("security.cert_expiry_warning", &sec.cert_expiry_warning)?
+                .unwrap_or(defaults.cert_expiry_warning),
         };
         let offline_after = match self.offline_after {
             Some(d) => d,
@@ -278,6 +310,16 @@ impl ServerArgs {
             },
             alerting,
             derive_interval: self.derive_interval.unwrap_or(defaults.derive_interval),
+            mqtt_tls_listen,
+            ca_dir: Some(
+                self.ca_dir
+                    .or_else(|| sec.ca_dir.clone())
+                    .unwrap_or_else(|| PathBuf::from("fleetmon-ca")),
+            ),
+            tls_cert: self.tls_cert.or_else(|| sec.tls_cert.clone()),
+            tls_key: self.tls_key.or_else(|| sec.tls_key.clone()),
+            allow_plaintext: self.allow_plaintext || srv.allow_plaintext.unwrap_or(false),
+            cert_expiry_warning,
             ..defaults
         })
     }
@@ -565,6 +607,25 @@ mod server_args_tests {
         assert_eq!(c.mqtt_listen, "127.0.0.1:1883".parse().unwrap());
         let c = server(&["--config", path, "--http-listen", "127.0.0.1:9001"]).unwrap();
         assert_eq!(c.http_listen, "127.0.0.1:9001".parse().unwrap());
+    }
+
+    #[test]
+    fn plaintext_beyond_loopback_needs_the_flag() {
+        let c = server(&["--mqtt-listen", "0.0.0.0:1883"]).unwrap();
+        let e = c.check_plaintext().unwrap_err().to_string();
+        assert!(
+            e.contains("--allow-plaintext") && e.contains("0.0.0.0:1883"),
+            "{e}"
+        );
+        let c = server(&["--http-listen", "192.0.2.1:8427"]).unwrap();
+        assert!(c.check_plaintext().is_err());
+        let c = server(&["--mqtt-listen", "0.0.0.0:1883", "--allow-plaintext"]).unwrap();
+        assert!(c.check_plaintext().is_ok());
+        assert!(server(&[]).unwrap().check_plaintext().is_ok());
+        let f = file("[server]\nmqtt_tls_listen = \"0.0.0.0:8883\"\nallow_plaintext = true\n");
+        let c = server(&["--config", f.path().to_str().unwrap()]).unwrap();
+        assert_eq!(c.mqtt_tls_listen, Some("0.0.0.0:8883".parse().unwrap()));
+        assert!(c.allow_plaintext);
     }
 
     #[test]

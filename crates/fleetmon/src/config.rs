@@ -19,8 +19,13 @@ pub const DEFAULT: &str = r#"# fleetmon server configuration. Every key is optio
 data_dir = "fleetmon-data"
 # HTTP API, ingest and dashboard. Loopback only unless you say otherwise.
 http_listen = "127.0.0.1:8427"
-# MQTT endpoint for devices (MQTT 3.1.1 and 5).
+# MQTT endpoint for devices (MQTT 3.1.1 and 5), plaintext.
 mqtt_listen = "127.0.0.1:1883"
+# MQTT over mutual TLS: devices prove themselves with a certificate of the built-in CA
+# (see docs/security.md). Off unless set.
+# mqtt_tls_listen = "0.0.0.0:8883"
+# Plaintext MQTT or HTTP on an address other than loopback is refused unless this is true.
+allow_plaintext = false
 # A device that only uses HTTP is offline once its last batch is older than this.
 offline_after = "2m"
 # A gap in a device's batch numbers counts as missing once it is older than this.
@@ -43,6 +48,15 @@ lookback = "5m"
 max_samples = 10000000
 # Longest a query may run (HTTP 503 after it).
 timeout = "2m"
+
+[security]
+# The built-in CA (`fleetmon ca init`): the TLS listener's client CA, revocations, enrolment.
+ca_dir = "fleetmon-ca"
+# The server's TLS certificate and key (default: server.pem and server.key in ca_dir).
+# tls_cert = "/etc/fleetmon/server.pem"
+# tls_key = "/etc/fleetmon/server.key"
+# A device certificate expiring sooner than this is a security event.
+cert_expiry_warning = "30d"
 
 [health]
 # Minimum firmware per model and vulnerable version ranges (see docs/health.md), if any.
@@ -75,6 +89,8 @@ pub struct ConfigFile {
     pub query: QuerySection,
     #[serde(default)]
     pub alerting: AlertingSection,
+    #[serde(default)]
+    pub security: SecuritySection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +102,15 @@ pub struct AlertingSection {
     pub evaluation_interval: Option<String>,
     pub dispatcher: Option<PathBuf>,
     pub receivers: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySection {
+    pub ca_dir: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub cert_expiry_warning: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +133,8 @@ pub struct ServerSection {
     pub data_dir: Option<PathBuf>,
     pub http_listen: Option<String>,
     pub mqtt_listen: Option<String>,
+    pub mqtt_tls_listen: Option<String>,
+    pub allow_plaintext: Option<bool>,
     pub offline_after: Option<String>,
     pub missing_grace: Option<String>,
     pub max_payload_bytes: Option<usize>,

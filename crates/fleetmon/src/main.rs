@@ -3,6 +3,7 @@
 
 mod alerts;
 mod anomaly;
+mod ca;
 mod cli;
 mod config;
 mod demo;
@@ -31,6 +32,7 @@ fn main() -> anyhow::Result<()> {
             Command::Anomaly(command) => anomaly::run(command),
             Command::Alerts(args) => alerts::list(&args),
             Command::Silence(command) => alerts::silence(command),
+            Command::Ca(args) => ca::run(args),
             Command::Config(cli::ConfigCommand::Default) => {
                 say(config::DEFAULT.trim_end());
                 Ok(())
@@ -59,8 +61,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let server = Server::start(config, Arc::new(SystemClock))
         .await
         .context("starting the server")?;
+    let tls = server
+        .mqtt_tls_addr()
+        .map_or_else(String::new, |a| format!(" mqtts://{a}"));
     say(&format!(
-        "fleetmon server: http://{}/ mqtt://{}",
+        "fleetmon server: http://{}/ mqtt://{}{tls}",
         server.http_addr(),
         server.mqtt_addr()
     ));

@@ -5,7 +5,9 @@
 //! page on top.
 //!
 //! ## Layout
-//! - [`listener`]: where connections come from (plain TCP now; TLS slots in here).
+//! - [`listener`]: where connections come from: plain TCP, or mutual TLS for devices.
+//! - [`security`]: the built-in CA, device certificates, topic ACLs, revocation, enrolment
+//!   and security events.
 //! - [`mqtt`]: the MQTT 3.1.1 endpoint — sessions, broker (retained, wills, subscriptions).
 //! - [`http`]: REST API, ingest, `/metrics`, `/healthz`, the page at `/`.
 //! - [`alerting`]: rules, dispatcher, notification outbox.
@@ -26,6 +28,7 @@ pub mod http;
 pub mod ingest;
 pub mod listener;
 pub mod mqtt;
+pub mod security;
 pub mod state;
 pub mod store;
 pub mod telemetry;
@@ -45,6 +48,8 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::ingest::Ingest;
 use crate::listener::Listener;
+use crate::security::ca::CaDir;
+use crate::security::tls::{DeviceTls, TlsError};
 use crate::state::State;
 use crate::store::{StoreError, TsdbStore};
 use crate::wal::{WalError, WalOptions};
@@ -73,6 +78,19 @@ pub struct ServerConfig {
     pub forecast_interval: Duration,
     /// Alert rules, dispatcher settings and receivers.
     pub alerting: alerting::AlertingConfig,
+    /// Where devices connect with MQTT over mutual TLS (off when unset).
+    pub mqtt_tls_listen: Option<SocketAddr>,
+    /// The built-in CA's directory: client CA of the TLS listener, revocation list,
+    /// enrolment. Used when it holds a CA.
+    pub ca_dir: Option<PathBuf>,
+    /// The server's certificate and key (PEM); default `server.pem` and `server.key` in
+    /// `ca_dir`. Reloaded when the files change.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Plaintext MQTT or HTTP on an address other than loopback is refused unless set.
+    pub allow_plaintext: bool,
+    /// A device certificate expiring sooner than this is a security event.
+    pub cert_expiry_warning: Duration,
 }
 
 impl ServerConfig {
@@ -92,7 +110,26 @@ impl ServerConfig {
             derive_interval: Duration::from_secs(10),
             forecast_interval: Duration::from_secs(300),
             alerting: alerting::AlertingConfig::default(),
+            mqtt_tls_listen: None,
+            ca_dir: None,
+            tls_cert: None,
+            tls_key: None,
+            allow_plaintext: false,
+            cert_expiry_warning: Duration::from_secs(30 * 86_400),
         }
+    }
+
+    /// Plaintext listeners beyond loopback need `allow_plaintext`.
+    pub fn check_plaintext(&self) -> Result<(), ServerError> {
+        if self.allow_plaintext {
+            return Ok(());
+        }
+        for (what, addr) in [("MQTT", self.mqtt_listen), ("HTTP", self.http_listen)] {
+            if !addr.ip().is_loopback() {
+                return Err(ServerError::Plaintext { what, addr });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -121,12 +158,28 @@ pub enum ServerError {
     FirmwarePolicy(#[from] fleet::firmware::PolicyError),
     #[error(transparent)]
     Alerting(#[from] alerting::AlertingError),
+    #[error(
+        "refusing plaintext {what} on {addr}, which is not loopback: devices and their data would be unauthenticated and unencrypted. Use loopback, put devices on the TLS listener (--mqtt-tls-listen), or pass --allow-plaintext (server.allow_plaintext) to accept the risk"
+    )]
+    Plaintext {
+        what: &'static str,
+        addr: SocketAddr,
+    },
+    #[error("the MQTT TLS listener needs a CA: {0}")]
+    Ca(#[from] security::ca::CaError),
+    #[error("the MQTT TLS listener needs a server certificate: {0}")]
+    Tls(#[from] TlsError),
+    #[error(
+        "no server certificate at {0}: create one with `fleetmon ca server-cert` (or set --tls-cert and --tls-key)"
+    )]
+    NoServerCert(PathBuf),
 }
 
 /// A running server.
 pub struct Server {
     http_addr: SocketAddr,
     mqtt_addr: SocketAddr,
+    mqtt_tls_addr: Option<SocketAddr>,
     state: Arc<State>,
     alerting: Arc<alerting::Alerting>,
     shutdown: watch::Sender<bool>,
@@ -138,6 +191,7 @@ pub struct Server {
 impl Server {
     /// Locks the data directory, replays the WAL, binds both listeners and starts serving.
     pub async fn start(config: ServerConfig, clock: Arc<dyn Clock>) -> Result<Server, ServerError> {
+        config.check_plaintext()?;
         let dir_err = |source| ServerError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -192,6 +246,60 @@ impl Server {
             state.registry_mut().entry(&id).tags = tags;
         }
         state.tags_path = Some(tags_path);
+        let mut security = security::Security::new(
+            security::events::Events::new(state.telemetry.security_events.clone()),
+            Arc::clone(&state.clock),
+        );
+        security.expiry_warning_ms = ms(config.cert_expiry_warning);
+        security.ca = config.ca_dir.as_ref().map(CaDir::new).filter(CaDir::exists);
+        let security = Arc::new(security);
+        state.security = Arc::clone(&security);
+        let tls = match config.mqtt_tls_listen {
+            None => None,
+            Some(addr) => {
+                let ca = match (&security.ca, &config.ca_dir) {
+                    (Some(ca), _) => ca.clone(),
+                    (None, dir) => {
+                        let dir = dir.clone().unwrap_or_else(|| PathBuf::from("fleetmon-ca"));
+                        return Err(security::ca::CaError::NotInitialised(dir).into());
+                    }
+                };
+                let cert = config
+                    .tls_cert
+                    .clone()
+                    .unwrap_or_else(|| ca.server_cert_path());
+                let key = config
+                    .tls_key
+                    .clone()
+                    .unwrap_or_else(|| ca.server_key_path());
+                if !cert.is_file() {
+                    return Err(ServerError::NoServerCert(cert));
+                }
+                let tls = Arc::new(DeviceTls::new(
+                    &ca.ca_cert_path(),
+                    &cert,
+                    &key,
+                    Arc::clone(&security),
+                )?);
+                let listener =
+                    Listener::bind_tls(addr, Arc::clone(&tls))
+                        .await
+                        .map_err(|source| ServerError::Bind {
+                            what: "MQTT over TLS",
+                            addr,
+                            source,
+                        })?;
+                Some((listener, tls))
+            }
+        };
+        let mqtt_tls_addr = match &tls {
+            Some((l, _)) => Some(bound(
+                l.local_addr(),
+                "MQTT over TLS",
+                config.mqtt_tls_listen.unwrap_or(mqtt_addr),
+            )?),
+            None => None,
+        };
         let state = Arc::new(state);
         let (ingest, replay, wal_writer) = Ingest::start(
             &config.data_dir.join("wal"),
@@ -215,7 +323,19 @@ impl Server {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let ctx = Arc::new(mqtt::Context::new(Arc::clone(&state), ingest.clone()));
-        tasks.spawn(mqtt::serve(mqtt, ctx, shutdown_rx.clone()));
+        tasks.spawn(mqtt::serve(mqtt, Arc::clone(&ctx), shutdown_rx.clone()));
+        let server_cert = match tls {
+            Some((listener, tls)) => {
+                tasks.spawn(mqtt::serve(listener, ctx, shutdown_rx.clone()));
+                Some(Arc::clone(tls.server_cert()))
+            }
+            None => None,
+        };
+        tasks.spawn(security::watch(
+            Arc::clone(&security),
+            server_cert,
+            shutdown_rx.clone(),
+        ));
         let app = http::router(http::AppState {
             state: Arc::clone(&state),
             ingest,
@@ -224,6 +344,7 @@ impl Server {
         });
         let mut http_shutdown = shutdown_rx;
         tasks.spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let serve = axum::serve(http, app).with_graceful_shutdown(async move {
                 let _ = http_shutdown.changed().await;
             });
@@ -244,10 +365,11 @@ impl Server {
             config.forecast_interval,
             shutdown.subscribe(),
         ));
-        tracing::info!(%http_addr, %mqtt_addr, data_dir = %config.data_dir.display(), "fleetmon server listening");
+        tracing::info!(%http_addr, %mqtt_addr, ?mqtt_tls_addr, data_dir = %config.data_dir.display(), "fleetmon server listening");
         Ok(Server {
             http_addr,
             mqtt_addr,
+            mqtt_tls_addr,
             state,
             alerting,
             shutdown,
@@ -263,6 +385,11 @@ impl Server {
 
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.mqtt_addr
+    }
+
+    /// The devices' mutual-TLS MQTT address, when configured.
+    pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_tls_addr
     }
 
     pub fn state(&self) -> &Arc<State> {
@@ -408,6 +535,8 @@ pub fn write_derived(
         let targets = forecasts.then(|| fleet::derived::forecast_targets(&registry));
         (samples, targets)
     };
+    let mut samples = samples;
+    samples.extend(state.security.events.series(now_ms));
     state.store.append(&samples)?;
     if let Some(targets) = targets {
         let forecasts = fleet::derived::forecasts(&targets, state.store.as_ref(), now_ms);

@@ -10,6 +10,8 @@ use crate::clock::Clock;
 use crate::fleet::health::Thresholds;
 use crate::fleet::tags::{self, TagError, Tags};
 use crate::fleet::{Device, Registry};
+use crate::security::Security;
+use crate::security::events::Events;
 use crate::store::SampleStore;
 use crate::telemetry::Telemetry;
 
@@ -31,6 +33,8 @@ pub struct State {
     pub tags_path: Option<std::path::PathBuf>,
     /// Streaming anomaly detectors of incoming samples.
     pub anomaly: Mutex<crate::fleet::anomaly::Scorer>,
+    /// Security events, the CA, live certificates, revocations.
+    pub security: Arc<Security>,
 }
 
 impl State {
@@ -40,10 +44,13 @@ impl State {
         limits: Limits,
         offline_after_ms: i64,
     ) -> Self {
+        let telemetry = Telemetry::new();
+        let events = Events::new(telemetry.security_events.clone());
+        let security = Arc::new(Security::new(events, Arc::clone(&clock)));
         Self {
             registry: RwLock::new(Registry::default()),
             store,
-            telemetry: Telemetry::new(),
+            telemetry,
             clock,
             limits,
             offline_after_ms,
@@ -53,6 +60,7 @@ impl State {
             query: fleetmon_promql::Options::default(),
             tags_path: None,
             anomaly: Mutex::new(crate::fleet::anomaly::Scorer::default()),
+            security,
         }
     }
 

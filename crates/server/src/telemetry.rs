@@ -21,6 +21,11 @@ pub struct RejectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecurityLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabels {
     pub status: &'static str,
 }
@@ -39,6 +44,7 @@ pub struct Telemetry {
     pub mqtt_connections: Gauge,
     pub mqtt_connections_opened: Counter,
     pub mqtt_dropped_deliveries: Counter,
+    pub security_events: Family<SecurityLabels, Counter>,
     pub devices: Family<StatusLabels, Gauge>,
     pub store_series: Gauge,
     pub store_samples: Gauge,
@@ -69,6 +75,7 @@ impl Telemetry {
             mqtt_connections: Gauge::default(),
             mqtt_connections_opened: Counter::default(),
             mqtt_dropped_deliveries: Counter::default(),
+            security_events: Family::default(),
             devices: Family::default(),
             store_series: Gauge::default(),
             store_samples: Gauge::default(),
@@ -132,6 +139,11 @@ impl Telemetry {
             "mqtt_dropped_deliveries",
             "Messages not delivered to a subscriber whose queue was full",
             t.mqtt_dropped_deliveries.clone(),
+        );
+        r.register(
+            "security_events",
+            "Security events by kind (failed handshakes, revoked certificates, ACL violations...; see /api/v1/events)",
+            t.security_events.clone(),
         );
         r.register("devices", "Known devices by status", t.devices.clone());
         r.register(

@@ -38,8 +38,10 @@ pub enum Reason {
     ConnectionLost,
     /// The server closed it for a protocol violation or bad payload.
     Rejected,
-    /// Another connection took over the client id.
+    /// Another connection took over the client id (or the device certificate).
     TakenOver,
+    /// The device's certificate was revoked while it was connected.
+    Revoked,
     /// The server is shutting down.
     ServerShutdown,
     /// An HTTP-only device sent nothing for longer than the offline timeout.
@@ -56,6 +58,7 @@ impl Reason {
             Reason::ConnectionLost => "connection_lost",
             Reason::Rejected => "rejected",
             Reason::TakenOver => "taken_over",
+            Reason::Revoked => "revoked",
             Reason::ServerShutdown => "server_shutdown",
             Reason::Timeout => "timeout",
         }

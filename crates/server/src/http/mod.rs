@@ -5,6 +5,7 @@
 //! - [`list`]: the device list's filters, sorting and paging (API and dashboard).
 //! - [`live`]: server-sent events telling pages what changed.
 //! - [`prometheus`]: PromQL over HTTP.
+//! - [`security`]: security events and device enrolment.
 //! - [`web`]: the dashboard's pages and embedded assets.
 //! - [`error`]: the one place errors become status codes.
 
@@ -14,6 +15,7 @@ pub mod error;
 pub mod list;
 pub mod live;
 pub mod prometheus;
+pub mod security;
 pub mod web;
 
 use std::sync::Arc;
@@ -74,6 +76,8 @@ pub fn router(app: AppState) -> Router {
         .route("/prometheus/api/v1/rules", get(alerts::prometheus_rules))
         .route("/api/v1/samples", get(api::samples))
         .route("/api/v1/integrity", get(api::integrity))
+        .route("/api/v1/events", get(security::events))
+        .route("/api/v1/enrol", post(security::enrol))
         .route(
             "/api/v1/ingest",
             post(api::ingest).layer(DefaultBodyLimit::max(body_limit)),

@@ -78,6 +78,8 @@ pub enum Refusal {
 pub enum ConnectRefusal {
     ProtocolVersion,
     ClientId,
+    /// A device certificate's client id or Last Will outside its own topics.
+    NotAuthorized,
 }
 
 /// What the server sends.
@@ -95,7 +97,8 @@ pub enum Out {
     },
     SubAck {
         pkid: u16,
-        granted: Vec<Option<QoS>>,
+        /// The granted QoS, or why a filter was refused.
+        granted: Vec<Result<QoS, Refusal>>,
     },
     UnsubAck {
         pkid: u16,
@@ -334,6 +337,7 @@ fn to_v4(out: Out) -> P4 {
                 None => ConnectReturnCode::Success,
                 Some(ConnectRefusal::ProtocolVersion) => ConnectReturnCode::RefusedProtocolVersion,
                 Some(ConnectRefusal::ClientId) => ConnectReturnCode::BadClientId,
+                Some(ConnectRefusal::NotAuthorized) => ConnectReturnCode::NotAuthorized,
             },
             false,
         )),
@@ -365,6 +369,7 @@ fn to_v5(out: Out) -> p5::Packet {
                     p5::ConnectReturnCode::UnsupportedProtocolVersion
                 }
                 Some(ConnectRefusal::ClientId) => p5::ConnectReturnCode::ClientIdentifierNotValid,
+                Some(ConnectRefusal::NotAuthorized) => p5::ConnectReturnCode::NotAuthorized,
             },
             properties: None,
         }),
@@ -395,8 +400,9 @@ fn to_v5(out: Out) -> p5::Packet {
             return_codes: granted
                 .into_iter()
                 .map(|g| match g {
-                    Some(q) => p5::SubscribeReasonCode::Success(qos_to_v5(q)),
-                    None => p5::SubscribeReasonCode::TopicFilterInvalid,
+                    Ok(q) => p5::SubscribeReasonCode::Success(qos_to_v5(q)),
+                    Err(Refusal::NotAuthorized) => p5::SubscribeReasonCode::NotAuthorized,
+                    Err(_) => p5::SubscribeReasonCode::TopicFilterInvalid,
                 })
                 .collect(),
             properties: None,

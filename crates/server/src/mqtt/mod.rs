@@ -78,7 +78,7 @@ pub async fn serve(listener: Listener, ctx: Arc<Context>, mut shutdown: watch::R
             let peer = incoming.peer();
             match incoming.establish().await {
                 Ok(conn) => session::run(conn, ctx, shutdown).await,
-                Err(e) => tracing::warn!(%peer, error = %e, "MQTT connection setup failed"),
+                Err(e) => tracing::debug!(%peer, error = %e, "MQTT connection setup failed"),
             }
         });
     }

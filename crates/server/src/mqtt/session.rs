@@ -11,6 +11,11 @@
 //! PUBLISH must close the connection, so we do. MQTT 5 has reason codes: the publish gets a
 //! PUBACK with "payload format invalid", "topic name invalid" or "not authorized", and the
 //! connection stays up.
+//!
+//! On the TLS listener the connection speaks for the device its certificate names, and only
+//! for it ([`crate::security::acl`]): its client id, Last Will, publishes and subscriptions
+//! stay under its own id, every refusal is a security event, and the session ends when the
+//! certificate is revoked or used again elsewhere.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -30,6 +35,9 @@ use super::filter;
 use crate::fleet::{Reason, Transport};
 use crate::ingest::{Accepted, Pending};
 use crate::listener::{Connection, Established};
+use crate::security::acl;
+use crate::security::events::Kind;
+use crate::security::live::Close;
 use crate::telemetry::RejectLabels;
 
 /// How many packets may wait for the writer.
@@ -57,7 +65,9 @@ type Writer = WriteHalf<Box<dyn Connection>>;
 
 /// Serves one connection until it closes.
 pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    let peer_addr = conn.peer;
     let peer = conn.peer.to_string();
+    let mut identity = conn.identity;
     let (mut reader, mut writer) = tokio::io::split(conn.stream);
     let mut buf = BytesMut::with_capacity(4096);
     let max = ctx.max_packet_bytes;
@@ -90,7 +100,36 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
         }
     };
     let version = connect.version;
-    let client_id = if connect.client_id.is_empty() {
+    let device = identity.as_ref().map(|i| i.device.clone());
+    if let Some(device) = &device {
+        let will = connect.will.as_ref().map(|w| {
+            Topic::parse(&w.topic)
+                .map_err(|_| acl::Denied::Publish {
+                    device: device.clone(),
+                    topic: w.topic.clone(),
+                })
+                .and_then(|t| acl::publish(device, &t, &w.topic))
+        });
+        let allowed =
+            acl::client_id(device, &connect.client_id).and_then(|_| will.unwrap_or(Ok(())));
+        if let Err(denied) = allowed {
+            let now = ctx.state.now_ms();
+            let events = &ctx.state.security.events;
+            events.record(
+                now,
+                Kind::AclViolation,
+                Some(device),
+                Some(peer_addr),
+                denied.to_string(),
+            );
+            let refusal = Out::ConnAck(Some(ConnectRefusal::NotAuthorized));
+            let _ = write_out(&mut writer, version, refusal, max).await;
+            return;
+        }
+    }
+    let client_id = if let Some(device) = &device {
+        device.clone()
+    } else if connect.client_id.is_empty() {
         if !connect.clean_session && version == Version::V4 {
             let refusal = Out::ConnAck(Some(ConnectRefusal::ClientId));
             let _ = write_out(&mut writer, version, refusal, max).await;
@@ -121,9 +160,11 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
         version,
         client_id,
         peer,
+        peer_addr,
         jobs,
         devices: HashSet::new(),
         will_on_disconnect: false,
+        identity: device,
     };
     // §3.1.2.10: close after one and a half keepalive periods without a packet.
     let keepalive = (connect.keep_alive > 0)
@@ -137,9 +178,19 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
                 None => Some(next.await),
             }
         };
+        let closed = async {
+            match identity.as_mut() {
+                Some(i) => (&mut i.close).await.ok(),
+                None => std::future::pending().await,
+            }
+        };
         let packet = tokio::select! {
             biased;
             _ = &mut kicked => break Reason::TakenOver,
+            c = closed => match c {
+                Some(Close::Revoked) | None => break Reason::Revoked,
+                Some(Close::Shared { .. }) => break Reason::TakenOver,
+            },
             _ = shutdown.changed() => break Reason::ServerShutdown,
             _ = &mut writer_task => break Reason::Rejected,
             r = read => r,
@@ -180,6 +231,7 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
     ctx.state.telemetry.mqtt_connections.dec();
     tracing::debug!(peer = %session.peer, client_id = %session.client_id, ?reason, "MQTT session closed");
     drop(session);
+    drop(identity);
     // Let already durable acknowledgements go out, briefly; the connection may be gone.
     if !writer_task.is_finished() {
         let _ = timeout(Duration::from_secs(2), &mut writer_task).await;
@@ -192,11 +244,14 @@ struct Session {
     version: Version,
     client_id: String,
     peer: String,
+    peer_addr: std::net::SocketAddr,
     jobs: mpsc::Sender<Job>,
     /// Devices this connection spoke for; they are online while it lasts.
     devices: HashSet<String>,
     /// An MQTT 5 client asked for its will on DISCONNECT.
     will_on_disconnect: bool,
+    /// The device a client certificate proved; ACLs apply when set.
+    identity: Option<String>,
 }
 
 impl Session {
@@ -215,15 +270,22 @@ impl Session {
                 let mut granted = Vec::with_capacity(filters.len());
                 let mut retained = Vec::new();
                 for (path, qos) in &filters {
+                    if let Some(device) = &self.identity
+                        && let Err(denied) = acl::subscribe(device, path)
+                    {
+                        self.acl_violation(&denied);
+                        granted.push(Err(Refusal::NotAuthorized));
+                        continue;
+                    }
                     match filter::validate(path) {
                         Ok(()) => {
                             let g = min_qos(*qos, QoS::AtLeastOnce);
                             retained.extend(self.ctx.broker.subscribe(&self.client_id, path, g));
-                            granted.push(Some(g));
+                            granted.push(Ok(g));
                         }
                         Err(e) => {
                             tracing::warn!(client_id = %self.client_id, error = %e, "subscription refused");
-                            granted.push(None);
+                            granted.push(Err(Refusal::TopicNameInvalid));
                         }
                     }
                 }
@@ -284,6 +346,13 @@ impl Session {
                 return self.refuse(&p, Refusal::TopicNameInvalid).await;
             }
         };
+        if let Some(own) = &self.identity
+            && let Err(denied) = acl::publish(own, &topic, &p.topic)
+        {
+            self.acl_violation(&denied);
+            self.count_reject("not_authorized");
+            return self.refuse(&p, Refusal::NotAuthorized).await;
+        }
         let device = topic.device().to_owned();
         self.speak_for(&device);
         match topic {
@@ -373,6 +442,17 @@ impl Session {
             self.record_status(device, &will.payload);
         }
         self.forward(&will.topic, &will.payload, will.qos, will.retain);
+    }
+
+    fn acl_violation(&self, denied: &acl::Denied) {
+        let state = &self.ctx.state;
+        state.security.events.record(
+            state.now_ms(),
+            Kind::AclViolation,
+            self.identity.as_deref(),
+            Some(self.peer_addr),
+            denied.to_string(),
+        );
     }
 
     async fn reject_batch(&self, device: &str, reason: &'static str) {
