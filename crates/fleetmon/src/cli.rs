@@ -560,8 +560,15 @@ mod sim_args_tests {
         let o = sim(&["--devices", "5", "--scenario", file]).unwrap();
         assert_eq!(o.scenario.map(|s| s.faults.len()), Some(1));
         let err = sim(&["--devices", "2", "--scenario", file]).unwrap_err();
-        assert!(err.contains("s.toml:1") && err.contains("`devices`"), "{err}");
-        std::fs::write(&path, "[[fault]]\nkind = \"cpu\"\ndevices = \"0..3\"\nratio = 2\n").unwrap();
+        assert!(
+            err.contains("s.toml:1") && err.contains("`devices`"),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            "[[fault]]\nkind = \"cpu\"\ndevices = \"0..3\"\nratio = 2\n",
+        )
+        .unwrap();
         let err = sim(&["--scenario", file]).unwrap_err();
         assert!(err.contains("s.toml:4") && err.contains("`ratio`"), "{err}");
     }
