@@ -15,7 +15,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use fleetmon_alert::dispatch::{DispatcherConfig, Notification};
-use fleetmon_alert::{Dispatcher, Manager, ManagerOptions, NewSilence, RuleSet};
+use fleetmon_alert::silence::SilenceView;
+use fleetmon_alert::{
+    Alert, AlertState, Dispatcher, Fingerprint, Manager, ManagerOptions, Muting, NewSilence,
+    RuleSet,
+};
 use fleetmon_notify::{Notifier, NotifyConfig};
 use fleetmon_promql::Engine;
 use serde_json::Value;
@@ -66,6 +70,25 @@ pub enum AlertingError {
     Notify(String),
     #[error("silence: {0}")]
     Silence(String),
+}
+
+/// One pending or firing alert as the dashboard lists it.
+#[derive(Debug, Clone)]
+pub struct AlertRow {
+    pub alert: Alert,
+    /// Why it is not notified (silences, inhibition, a gateway alert, flapping).
+    pub muting: Muting,
+    /// For a gateway's alert: the fingerprints of the children's alerts folded into it.
+    pub suppressed: Vec<Fingerprint>,
+}
+
+/// Alerts by state, for the dashboard's live events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AlertCounts {
+    pub firing: usize,
+    pub pending: usize,
+    /// Firing but silenced, inhibited, suppressed under a gateway or flapping.
+    pub muted: usize,
 }
 
 /// What one [`Alerting::cycle`] did.
@@ -214,25 +237,68 @@ impl Alerting {
         }
     }
 
+    /// Pending and firing alerts, each with why it is muted and the children it suppresses.
+    pub fn listing(&self, now_ms: i64) -> Vec<AlertRow> {
+        let alerts = lock(&self.manager).alerts();
+        let mut dispatched = lock(&self.dispatcher).alerts(now_ms);
+        alerts
+            .into_iter()
+            .map(|alert| {
+                let (muting, suppressed) = match dispatched
+                    .iter()
+                    .position(|d| d.fingerprint == alert.fingerprint)
+                {
+                    Some(i) => {
+                        let d = dispatched.swap_remove(i);
+                        (d.muting, d.suppressed)
+                    }
+                    None => (Muting::default(), Vec::new()),
+                };
+                AlertRow {
+                    alert,
+                    muting,
+                    suppressed,
+                }
+            })
+            .collect()
+    }
+
+    /// How many alerts fire, are pending, and of the firing ones are muted.
+    pub fn counts(&self, now_ms: i64) -> AlertCounts {
+        let mut c = AlertCounts::default();
+        for row in self.listing(now_ms) {
+            match row.alert.state {
+                AlertState::Firing if row.muting.is_muted() => {
+                    c.firing += 1;
+                    c.muted += 1;
+                }
+                AlertState::Firing => c.firing += 1,
+                AlertState::Pending => c.pending += 1,
+                AlertState::Inactive => {}
+            }
+        }
+        c
+    }
+
     /// `/api/v1/alerts`: pending and firing alerts with their muting state.
     pub fn alerts_json(&self, now_ms: i64) -> Value {
-        let alerts = lock(&self.manager).alerts();
-        let dispatched = lock(&self.dispatcher).alerts(now_ms);
-        let items: Vec<Value> = alerts
-            .iter()
-            .map(|a| {
-                let mut v = a.api_json();
-                if let (Some(d), Value::Object(map)) = (
-                    dispatched.iter().find(|d| d.fingerprint == a.fingerprint),
-                    &mut v,
-                ) {
+        let items: Vec<Value> = self
+            .listing(now_ms)
+            .into_iter()
+            .map(|row| {
+                let mut v = row.alert.api_json();
+                if let Value::Object(map) = &mut v {
+                    map.insert(
+                        "fingerprint".to_owned(),
+                        Value::String(row.alert.fingerprint.to_string()),
+                    );
                     map.insert(
                         "muting".to_owned(),
-                        serde_json::to_value(&d.muting).unwrap_or(Value::Null),
+                        serde_json::to_value(&row.muting).unwrap_or(Value::Null),
                     );
                     map.insert(
                         "suppressed".to_owned(),
-                        serde_json::to_value(&d.suppressed).unwrap_or(Value::Null),
+                        serde_json::to_value(&row.suppressed).unwrap_or(Value::Null),
                     );
                 }
                 v
@@ -247,7 +313,12 @@ impl Alerting {
     }
 
     pub fn silences_json(&self, now_ms: i64) -> Value {
-        serde_json::to_value(lock(&self.dispatcher).silences().list(now_ms)).unwrap_or(Value::Null)
+        serde_json::to_value(self.silences(now_ms)).unwrap_or(Value::Null)
+    }
+
+    /// Every silence kept, most recently changed first.
+    pub fn silences(&self, now_ms: i64) -> Vec<SilenceView> {
+        lock(&self.dispatcher).silences().list(now_ms)
     }
 
     /// Adds a silence and saves it; returns its id.

@@ -1,9 +1,10 @@
 //! `GET /api/v1/stream[?device=ID]`: server-sent events that tell a page something changed,
 //! so it can re-read what it shows. Checked every half second:
 //!
-//! - `fleet`: the fleet's counts by status and health and its integrity totals, at first and
-//!   then every 5 s when devices reported or the counts changed (a device going offline
-//!   reports nothing); assessing every device is the costly part, hence not every tick;
+//! - `fleet`: the fleet's counts by status and health, its integrity totals and its alerts
+//!   (`{"firing","pending","muted"}`), at first and then every 5 s when devices reported or
+//!   the counts changed (a device going offline reports nothing), and at once when the alert
+//!   counts change; assessing every device is the costly part, hence not every tick;
 //! - `devices`: the ids of devices that reported since the last event (at most 100, with the
 //!   full `count`); with `?device=ID` instead
 //! - `device`: that device's status, health level, last seen and batches received, when it
@@ -25,6 +26,7 @@ use tokio::sync::mpsc;
 use super::AppState;
 use super::api::Rollup;
 use super::list::{Brief, assess_all};
+use crate::alerting::AlertCounts;
 use crate::fleet::Counts;
 
 const TICK: Duration = Duration::from_millis(500);
@@ -65,6 +67,7 @@ struct FleetEvent {
     #[serde(flatten)]
     counts: Rollup,
     integrity: Counts,
+    alerts: AlertCounts,
 }
 
 #[derive(Debug, Serialize)]
@@ -150,7 +153,9 @@ fn fleet_events(
     }
     let mut out = Vec::new();
     let first = last.is_none();
-    if first || now - *last_ms >= FLEET_REFRESH_MS {
+    let alerts = app.alerting.counts(now);
+    let alerts_changed = last.as_ref().is_some_and(|l| l.alerts != alerts);
+    if first || alerts_changed || now - *last_ms >= FLEET_REFRESH_MS {
         let all = assess_all(&registry, st, now);
         let mut counts = Rollup::default();
         for b in &all {
@@ -159,6 +164,7 @@ fn fleet_events(
         let fleet = FleetEvent {
             counts,
             integrity: registry.integrity_totals(now, st.missing_grace_ms),
+            alerts,
         };
         if count > 0 || last.as_ref() != Some(&fleet) {
             out.extend(event("fleet", &fleet));

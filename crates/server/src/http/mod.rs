@@ -50,6 +50,8 @@ pub fn router(app: AppState) -> Router {
         .route("/integrity", get(web::integrity::page))
         .route("/energy", get(web::energy::page))
         .route("/firmware", get(web::firmware::page))
+        .route("/alerts", get(web::alerts::page))
+        .route("/security", get(web::security::page))
         .route("/assets/{*name}", get(web::assets::serve))
         .route("/api/v1/stream", get(live::stream))
         .route("/healthz", get(healthz))

@@ -4,7 +4,8 @@
 //     content of every element marked data-live (focus kept), at most once a second;
 //  2. charts: each figure.chart carries PromQL queries; run them through
 //     /prometheus/api/v1/query_range for the picked range and draw them with uPlot;
-//  3. small helpers: filters submit on change, the time-range picker.
+//  3. small helpers: filters submit on change, the time-range picker;
+//  4. alerts: the silence confirm form posts to /api/v1/silences, expire buttons delete.
 // Text from the server's JSON is only ever set with textContent.
 "use strict";
 (function () {
@@ -50,6 +51,8 @@
     for (const el of document.querySelectorAll("[data-live][id]")) {
       const fresh = doc.getElementById(el.id);
       if (!fresh) continue;
+      // Leave a region alone while someone fills in a form in it; the next refresh catches up.
+      if (el.querySelector("details[open]") || (el.contains(active) && active.form)) continue;
       const focused = el.contains(active) && active.getAttribute("href");
       el.replaceChildren(...Array.from(fresh.childNodes, (n) => document.importNode(n, true)));
       if (focused) {
@@ -79,6 +82,61 @@
       scheduleCharts();
     });
   }
+
+  // 4. Alerts: silence with one click and a confirmation, expire a silence.
+  document.addEventListener("toggle", (e) => {
+    const d = e.target;
+    if (!(d instanceof HTMLDetailsElement) || !d.open || !d.classList.contains("silence")) return;
+    const author = d.querySelector('input[name="author"]');
+    try {
+      if (author && !author.value) author.value = localStorage.getItem("fleetmon.author") || "";
+    } catch (_) { /* storage may be off */ }
+    const first = d.querySelector('input[name="comment"]');
+    if (first) first.focus();
+  }, true);
+  async function send(method, url, payload, statusEl) {
+    try {
+      const r = await fetch(url, {
+        method,
+        headers: payload ? { "content-type": "application/json" } : {},
+        body: payload ? JSON.stringify(payload) : undefined,
+      });
+      if (r.ok) return true;
+      const j = await r.json().catch(() => ({}));
+      if (statusEl) statusEl.textContent = j.error || "HTTP " + r.status;
+    } catch (e) {
+      if (statusEl) statusEl.textContent = "could not reach the server";
+    }
+    return false;
+  }
+  document.addEventListener("submit", async (e) => {
+    const f = e.target;
+    if (!f.matches("form[data-silence]")) return;
+    e.preventDefault();
+    const status = f.querySelector(".form-status");
+    status.textContent = "";
+    const author = f.elements.author.value.trim();
+    const silence = {
+      matchers: JSON.parse(f.dataset.silence),
+      duration: f.elements.duration.value,
+      createdBy: author,
+      comment: f.elements.comment.value.trim(),
+    };
+    if (await send("POST", "/api/v1/silences", silence, status)) {
+      try { localStorage.setItem("fleetmon.author", author); } catch (_) { /* ignore */ }
+      const d = f.closest("details");
+      d.open = false;
+      d.querySelector("summary").focus();
+      refresh();
+    }
+  });
+  document.addEventListener("click", async (e) => {
+    const b = e.target.closest("button[data-expire]");
+    if (!b) return;
+    b.disabled = true;
+    if (await send("DELETE", "/api/v1/silences/" + encodeURIComponent(b.dataset.expire), null, null)) refresh();
+    else b.disabled = false;
+  });
 
   // 2. Charts.
   const figures = Array.from(document.querySelectorAll("figure.chart"));

@@ -11,10 +11,11 @@ use axum::http::StatusCode;
 use super::charts::{self, Panel};
 use super::{
     Page, Shell, ago, badge, bytes, count, duration, escape, level_name, pct, reasons_list,
-    status_name,
+    status_name, url_encode,
 };
 use crate::http::AppState;
 use crate::http::api::{DeviceView, battery, view};
+use crate::security::events::{Event, Filter};
 
 /// The time ranges of the picker: (value, label).
 pub const RANGES: [(&str, &str); 4] = [
@@ -61,6 +62,10 @@ pub async fn page(AxumState(app): AxumState<AppState>, Path(id): Path<String>) -
         escape(&v.id)
     );
     summary(&mut body, &v, now);
+    body.push_str(r#"<div class="columns">"#);
+    alerts(&mut body, &app, &id, now);
+    security_events(&mut body, &app, &id, now);
+    body.push_str("</div>");
     picker(&mut body);
     body.push_str(r#"<div class="columns">"#);
     integrity(&mut body, &v);
@@ -118,6 +123,48 @@ fn summary(out: &mut String, v: &DeviceView, now: i64) {
         ],
     );
     out.push_str("</section>");
+}
+
+/// Device events listed on its page.
+const EVENTS_SHOWN: usize = 10;
+
+/// The device's firing and pending alerts, with the silence button.
+fn alerts(out: &mut String, app: &AppState, id: &str, now: i64) {
+    let mut rows: Vec<_> = app
+        .alerting
+        .listing(now)
+        .into_iter()
+        .filter(|r| r.alert.labels.get("device").map(String::as_str) == Some(id))
+        .collect();
+    super::alerts::sort(&mut rows);
+    out.push_str(r#"<section id="dv-alerts" class="panel" data-live><h2>Alerts</h2>"#);
+    if rows.is_empty() {
+        out.push_str(r#"<p class="muted">No alert is firing or pending.</p>"#);
+    } else {
+        super::alerts::alert_table(out, &rows, now, false);
+    }
+    out.push_str(r#"<p><a href="/alerts">All alerts →</a></p></section>"#);
+}
+
+/// The device's newest security events.
+fn security_events(out: &mut String, app: &AppState, id: &str, now: i64) {
+    let events = app.state.security.events.list(&Filter {
+        device: Some(id.to_owned()),
+        ..Filter::default()
+    });
+    out.push_str(r#"<section id="dv-events" class="panel" data-live><h2>Security events</h2>"#);
+    if events.is_empty() {
+        out.push_str(r#"<p class="muted">No security event.</p>"#);
+    } else {
+        let shown: Vec<&Event> = events.iter().take(EVENTS_SHOWN).collect();
+        super::security::event_table(out, &shown, now, false);
+    }
+    let _ = write!(
+        out,
+        r#"<p><a href="/security?device={}">All {} of this device →</a></p></section>"#,
+        url_encode(id),
+        count(events.len() as u64)
+    );
 }
 
 fn picker(out: &mut String) {

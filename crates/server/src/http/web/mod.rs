@@ -5,12 +5,15 @@
 //! - [`overview`]: `/` — the fleet at a glance: counts, top problems, map, integrity, energy.
 //! - [`devices`]: `/devices` — search, filters, sorting, pages.
 //! - [`device`]: `/devices/{id}` — one device's whole story; [`charts`] says which.
+//! - [`alerts`]: `/alerts` — firing and pending alerts, why muted, silences (add, expire).
+//! - [`security`]: `/security` — security events by kind and device.
 //! - [`integrity`], [`energy`], [`firmware`]: the fleet seen through one concern.
 //! - [`assets`]: the script, the styles and vendored uPlot, embedded in the binary.
 //!
 //! Everything a device or an operator wrote (ids, tags, reasons) goes through [`escape`];
 //! pages carry a Content-Security-Policy that allows only this server.
 
+pub mod alerts;
 pub mod assets;
 pub mod charts;
 pub mod device;
@@ -19,6 +22,7 @@ pub mod energy;
 pub mod firmware;
 pub mod integrity;
 pub mod overview;
+pub mod security;
 
 use std::fmt::Write;
 
@@ -28,16 +32,16 @@ use axum::response::{IntoResponse, Response};
 use crate::fleet::Status;
 use crate::fleet::health::{Health, Level};
 
-/// The views in the navigation, in order: (path, label). Alerts and security events are
-/// placeholders for the work that adds them.
-const NAV: [(&str, &str); 5] = [
+/// The views in the navigation, in order: (path, label).
+const NAV: [(&str, &str); 7] = [
     ("/", "Overview"),
     ("/devices", "Devices"),
+    ("/alerts", "Alerts"),
     ("/integrity", "Integrity"),
     ("/energy", "Energy"),
     ("/firmware", "Firmware"),
+    ("/security", "Security events"),
 ];
-const NAV_LATER: [&str; 2] = ["Alerts", "Security events"];
 
 /// Only this server: no inline script or style, no other origin.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -104,12 +108,6 @@ impl Shell<'_> {
                 ""
             };
             let _ = write!(nav, r#"<a href="{path}"{current}>{label}</a>"#);
-        }
-        for label in NAV_LATER {
-            let _ = write!(
-                nav,
-                r#"<span class="later" aria-disabled="true" title="not yet">{label}</span>"#
-            );
         }
         let mut head = format!(
             r#"<link rel="stylesheet" href="{}">"#,
