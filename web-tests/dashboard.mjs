@@ -5,7 +5,10 @@
 // Expects a server at BASE_URL with a simulated fleet of more than 50 devices, `site`,
 // `group`, `lat` and `lon` tags on them, one tagged device that never reported (`ghost-1`,
 // whose site is markup, to prove escaping), and a firmware policy that puts some devices out
-// of policy (crates/fleetmon/tests/browser.rs sets this up). Opens every view, checks what it
+// of policy, an alert rule `CpuBusy` firing for sim-00001 and sim-00002, and at least one
+// `no_client_certificate` security event (crates/fleetmon/tests/browser.rs sets this up).
+// Silences an alert with one click and a confirmation, then expires the silence. Opens every
+// view, checks what it
 // shows against the JSON API, uses the filters, sorting, pages and the time-range picker,
 // checks that charts are drawn (canvas pixels in the series colour), that pages update
 // without a reload, and that no request goes anywhere but the server. Screenshots go to
@@ -79,7 +82,9 @@ try {
   check(sitesText.includes("<script>alert(1)</script>"), "a site tag holding markup is not shown as text");
   check(int(await page.textContent('#ov-integrity [data-integrity="received"]')) > 0, "integrity totals show nothing received");
   check((await page.textContent("#ov-energy")).includes("on battery power"), "no energy summary");
-  check((await page.locator("nav .later", { hasText: "Alerts" }).count()) === 1, "no Alerts slot in the navigation");
+  for (const [href, label] of [["/alerts", "Alerts"], ["/security", "Security events"]]) {
+    check((await page.locator(`nav a[href="${href}"]`, { hasText: label }).count()) === 1, `no ${label} link in the navigation`);
+  }
   await page.keyboard.press("Tab");
   check((await page.evaluate(() => document.activeElement.textContent)) === "Skip to content", "the first Tab does not reach the skip link");
   await shot("overview");
@@ -136,6 +141,8 @@ try {
   const summary = await page.textContent("#dv-summary");
   check(summary.includes(detail.status), `the health panel does not say ${detail.status}`);
   for (const r of detail.health.reasons) check(summary.includes(r.message), `reason missing: ${r.message}`);
+  check((await page.locator('#dv-alerts tr[data-alert="CpuBusy"]').count()) === 1, "the device page does not list its CpuBusy alert");
+  check(await page.locator("#dv-events").isVisible(), "no security events panel on the device page");
   for (const panel of ["#dv-integrity", "#dv-network", "#dv-energy", "#dv-inventory", "#dv-agent"]) {
     check(await page.locator(panel).isVisible(), `no ${panel} panel`);
   }
@@ -205,6 +212,66 @@ try {
   const versions = await page.locator("#fw-versions tbody tr").count();
   check(versions >= 2, `only ${versions} firmware versions listed`);
   await shot("firmware");
+
+  // Alerts: listed as the API lists them; silence one with a click and a confirmation.
+  log("alerts: listed, silenced with one click and a confirmation, expired");
+  const alerts = (await api("/api/v1/alerts")).alerts.filter((a) => a.labels.alertname === "CpuBusy");
+  check(alerts.length === 2 && alerts.every((a) => a.state === "firing"), `CpuBusy alerts in the API: ${JSON.stringify(alerts)}`);
+  await page.goto(base + "alerts");
+  await timing("alerts");
+  const alertRow = (dev) => page.locator(`#al-alerts tr[data-alert="CpuBusy"][data-device="${dev}"]`);
+  for (const dev of ["sim-00001", "sim-00002"]) {
+    check((await alertRow(dev).count()) === 1, `the alerts view does not list CpuBusy on ${dev}`);
+    check((await alertRow(dev).getAttribute("data-state")) === "firing", `CpuBusy on ${dev} not shown firing`);
+    check((await alertRow(dev).textContent()).includes("CPU of " + dev), `the summary of CpuBusy on ${dev} is missing`);
+  }
+  check(int(await page.textContent('[data-count="firing"]')) >= 2, "the firing count is below 2");
+  await shot("alerts");
+  const row1 = alertRow("sim-00001");
+  await row1.locator("details.silence summary").click();
+  check(await row1.locator("form.silence-form").isVisible(), "the silence button opens no form");
+  await row1.locator('select[name="duration"]').selectOption("1h");
+  await row1.locator('input[name="comment"]').fill("browser test: looking into it");
+  await row1.locator('input[name="author"]').fill("web-test");
+  await shot("alerts-silence-form");
+  await row1.locator('button[type="submit"]').click();
+  await page.waitForSelector('#al-alerts tr[data-alert="CpuBusy"][data-device="sim-00001"] [data-muting="silenced"]', { timeout: 10000 });
+  check((await alertRow("sim-00002").locator('[data-muting="silenced"]').count()) === 0, "the other device's alert is silenced too");
+  const silences = (await api("/api/v1/silences")).silences;
+  const mine = silences.find((s) => s.createdBy === "web-test");
+  check(mine && mine.status.state === "active", `no active silence by web-test in the API: ${JSON.stringify(silences)}`);
+  const m = Object.fromEntries(mine.matchers.map((x) => [x.name, x.value]));
+  check(m.alertname === "CpuBusy" && m.device === "sim-00001" && mine.matchers.length === 2, `silence matchers ${JSON.stringify(mine.matchers)}`);
+  check(mine.comment === "browser test: looking into it", "the comment was not kept");
+  const api1 = (await api("/api/v1/alerts")).alerts.find((a) => a.labels.alertname === "CpuBusy" && a.labels.device === "sim-00001");
+  check(api1.muting.silencedBy.includes(mine.id), "the API does not show the alert silenced");
+  const silenceRow = page.locator(`#al-silences tr[data-silence-id="${mine.id}"]`);
+  await silenceRow.waitFor({ timeout: 10000 });
+  check((await silenceRow.getAttribute("data-state")) === "active", "the silence is not listed as active");
+  check((await silenceRow.textContent()).includes("web-test"), "the silence's author is not listed");
+  await shot("alerts-silenced");
+  await silenceRow.locator("button[data-expire]").click();
+  await page.waitForSelector(`#al-silences tr[data-silence-id="${mine.id}"][data-state="expired"]`, { timeout: 10000 });
+  const expired = (await api("/api/v1/silences")).silences.find((s) => s.id === mine.id);
+  check(expired.status.state === "expired", "the API does not show the silence expired");
+  await page.waitForFunction(() => !document.querySelector('#al-alerts tr[data-device="sim-00001"] [data-muting="silenced"]'), null, { timeout: 10000 });
+
+  // Security events.
+  log("security events: listed, counted by kind, filtered");
+  const noCert = (await api("/api/v1/events?kind=no_client_certificate")).events;
+  check(noCert.length > 0, "the API has no no_client_certificate event; the test needs one");
+  await page.goto(base + "security");
+  await timing("security");
+  check((await page.locator('#se-events tr[data-kind="no_client_certificate"]').count()) >= 1, "the security view lists no no_client_certificate event");
+  check(int(await page.textContent('[data-kind-count="no_client_certificate"]')) === noCert.length, "the chart's count differs from the API");
+  check((await page.textContent("#se-events")).includes(noCert[0].source), "the event's source is not shown");
+  await shot("security");
+  await page.selectOption('select[name="kind"]', "no_client_certificate");
+  await page.waitForURL(/kind=no_client_certificate/);
+  const kinds = await page.locator("#se-events tbody tr").evaluateAll((rows) => rows.map((r) => r.dataset.kind));
+  check(kinds.length === noCert.length && kinds.every((k) => k === "no_client_certificate"), `kind filter lists ${kinds}`);
+  await page.goto(base + "security?device=nobody");
+  check(int(await page.getAttribute("[data-matched]", "data-matched")) === 0, "the device filter lets other devices' events through");
 
   // Live on the overview: the integrity total grows without a reload.
   log("overview live update");
