@@ -70,6 +70,8 @@ pub struct Generator {
     /// changes only what it is about: everything else matches the healthy run.
     faults: DeviceFaults,
     fault_rng: Rng,
+    /// Per filesystem: the fill fault under way (its start) and the bytes used then.
+    fill_from: Vec<Option<(i64, f64)>>,
 }
 
 /// What the active value faults do at one instant.
@@ -80,8 +82,8 @@ struct Effects<'a> {
     /// Target temperature and how far along the ramp (0..1).
     overheat: Option<(f64, f64)>,
     battery_drain_per_s: f64,
-    /// Mount point and bytes per second (as a ratio of the size).
-    disk_fill: Vec<(&'a str, f64)>,
+    /// Mount point, when the fill started and how long it takes.
+    disk_fill: Vec<(&'a str, i64, i64)>,
     rtt: Option<f64>,
     jitter: Option<f64>,
     loss: Option<f64>,
@@ -117,7 +119,7 @@ impl<'a> Effects<'a> {
                     full_in_ms,
                 } => fx
                     .disk_fill
-                    .push((mountpoint, 1_000.0 / (*full_in_ms).max(1) as f64)),
+                    .push((mountpoint, w.start_ms, (*full_in_ms).max(1))),
                 FaultKind::Network {
                     rtt_seconds,
                     jitter_seconds,
@@ -150,7 +152,7 @@ impl Generator {
         let cores = (0..profile.cores)
             .map(|_| {
                 let start = profile.cpu_base * uniform(&mut rng, 0.7, 1.3);
-                MeanReverting::new(start, 0.05, 0.025, 0.005, 1.0)
+                MeanReverting::new(start, 0.05, 0.015, 0.005, 1.0)
             })
             .collect();
         let load_start = profile.cpu_base * profile.cores as f64;
@@ -216,10 +218,11 @@ impl Generator {
             humidity: MeanReverting::new(0.0, 1.0 / 1_800.0, 0.0024, -0.3, 0.3),
             battery,
             processes: MeanReverting::new(0.0, 1.0 / 300.0, 0.33, -30.0, 30.0),
-            rtt_walk: MeanReverting::new(0.0, 1.0 / 120.0, 0.019, -1.0, 1.5),
+            rtt_walk: MeanReverting::new(0.0, 1.0 / 120.0, 0.019, -1.0, 0.4),
             loss_walk: MeanReverting::new(0.001, 1.0 / 600.0, 0.0001, 0.0, 1.0),
             congestion: Bursts::new(1.0 / 3_600.0, 30.0, 600.0),
             faults: DeviceFaults::default(),
+            fill_from: vec![None; profile.filesystems.len()],
             fault_rng: Rng::with_seed(mix(identity.value_seed, 0xFA_17)),
             rng,
         }
@@ -275,7 +278,9 @@ impl Generator {
         let mut cpu_sum = 0.0;
         let mut per_core = Vec::with_capacity(self.cores.len());
         for (i, core) in self.cores.iter_mut().enumerate() {
-            let extra = if i == self.burst_core { 0.8 } else { 0.25 };
+            // A burst (a backup, an update) keeps one core busy, not pegged: a healthy device
+            // stays clear of the 90 % the CpuHigh rule looks for.
+            let extra = if i == self.burst_core { 0.55 } else { 0.2 };
             let mut v = core.step(rng, dt, (base + extra * burst).min(1.0));
             if let Some(at_least) = fx.cpu_at_least {
                 v = v.max(at_least + (1.0 - at_least) * frng.f64());
@@ -328,16 +333,30 @@ impl Generator {
         let activity = (0.5 + busy) * (1.0 + 3.0 * burst);
         let read = p.disk_read_bytes_per_s * activity * (0.3 * gaussian(rng)).exp() * dt;
         let written = p.disk_write_bytes_per_s * activity * (0.3 * gaussian(rng)).exp() * dt;
-        for (fs, used_bytes) in p.filesystems.iter().zip(&mut self.fs_used) {
+        for ((fs, used_bytes), fill_from) in p
+            .filesystems
+            .iter()
+            .zip(&mut self.fs_used)
+            .zip(&mut self.fill_from)
+        {
             *used_bytes += written * 0.05;
             if happens(rng, 1.0 / 21_600.0, dt) {
                 *used_bytes -= fs.size_bytes * uniform(rng, 0.002, 0.01);
             }
-            // A filling disk (a runaway log, say) gets nearly to the last byte.
+            // A filling disk (a runaway log, say): what was free is used up steadily, to nearly
+            // the last byte, in the fault's time.
             let mut most = 0.98;
-            for (_, per_s) in fx.disk_fill.iter().filter(|(m, _)| *m == fs.mountpoint) {
-                *used_bytes += fs.size_bytes * per_s * dt * (0.8 + 0.4 * frng.f64());
-                most = 0.9995;
+            match fx.disk_fill.iter().find(|(m, ..)| *m == fs.mountpoint) {
+                Some(&(_, start_ms, full_in_ms)) => {
+                    let (from_ms, from_used) =
+                        *fill_from.get_or_insert((start_ms.max(ts_ms), *used_bytes));
+                    let along = ((ts_ms - from_ms) as f64 / full_in_ms as f64).clamp(0.0, 1.0);
+                    let wobble = 0.002 * fs.size_bytes * frng.f64();
+                    let target = from_used + (0.9995 * fs.size_bytes - from_used) * along;
+                    *used_bytes = used_bytes.max(target - wobble);
+                    most = 0.9995;
+                }
+                None => *fill_from = None,
             }
             *used_bytes = used_bytes.clamp(0.05 * fs.size_bytes, most * fs.size_bytes);
             let labels = [("mountpoint", fs.mountpoint), ("fstype", fs.fstype)];
@@ -487,11 +506,15 @@ impl Generator {
         // Probes: round trips wander, get slower when busy and spike during congestion.
         let congestion = self.congestion.step(rng, dt);
         let walk = self.rtt_walk.step(rng, dt, 0.0);
+        // A congested uplink is slower, jumpier and loses a little, but a healthy one stays
+        // inside the built-in network thresholds (500 ms, 100 ms jitter, 10 % loss): the worst
+        // case, a cellular gateway at the farthest site at its busiest, is about 450 ms.
         let rtt =
-            site.rtt_s * p.rtt_factor * (1.0 + 0.25 * busy) * walk.exp() * (1.0 + 3.0 * congestion);
-        let jitter = rtt * (0.05 + 0.2 * congestion) * (0.3 * gaussian(rng)).exp();
+            site.rtt_s * p.rtt_factor * (1.0 + 0.25 * busy) * walk.exp() * (1.0 + 0.4 * congestion);
+        let jitter =
+            rtt * (0.03 + 0.1 * congestion) * (0.15 * gaussian(rng).clamp(-2.5, 2.5)).exp();
         let loss_base = self.loss_walk.step(rng, dt, 0.001);
-        let loss = (loss_base + congestion * uniform(rng, 0.0, 0.15)).clamp(0.0, 1.0);
+        let loss = (loss_base + congestion * uniform(rng, 0.0, 0.06)).clamp(0.0, 1.0);
         let rtt = fx.rtt.map_or(rtt, |v| near(frng, v));
         let jitter = fx.jitter.map_or(jitter, |v| near(frng, v));
         let loss = fx.loss.map_or(loss, |v| near(frng, v).clamp(0.0, 1.0));

@@ -68,8 +68,8 @@ pub enum FaultKind {
     Cpu { ratio: f64 },
     /// Memory use at least `ratio`, swap use (models with swap) at least `swap_ratio`.
     Memory { ratio: f64, swap_ratio: f64 },
-    /// The filesystem at `mountpoint` fills at a whole disk per `full_in`, so its free space
-    /// falls steadily towards zero (what was written stays after the window).
+    /// The free space of the filesystem at `mountpoint` is used up steadily over `full_in`,
+    /// to nearly the last byte (what was written stays after the window).
     DiskFill { mountpoint: String, full_in_ms: i64 },
     /// Probe round trip, jitter and loss held near the given values (each optional).
     Network {
