@@ -126,6 +126,9 @@ enum Wake {
 struct Device {
     cfg: DeviceConfig,
     generator: Generator,
+    /// The device clock of the last batch: batches get strictly increasing times, as a real
+    /// device's readings do, even when ticks bunch up under load.
+    last_clock_ms: i64,
     outbox: Outbox,
     summary: DeviceSummary,
     stats: Arc<FleetStats>,
@@ -174,6 +177,7 @@ pub(crate) async fn run_device(
     generator.set_faults(cfg.value_faults.clone());
     let mut device = Device {
         generator,
+        last_clock_ms: i64::MIN,
         outbox: Outbox::new(WINDOW, cfg.max_unacked),
         telemetry_topic: Topic::telemetry(&id.device),
         status_topic: Topic::status(&id.device),
@@ -456,7 +460,10 @@ impl Device {
             return;
         }
         let seq = self.cfg.first_seq + self.summary.batches_produced;
-        let device_clock = wall_clock_ms().saturating_add(self.cfg.faults.clock_skew_ms);
+        let device_clock = wall_clock_ms()
+            .saturating_add(self.cfg.faults.clock_skew_ms)
+            .max(self.last_clock_ms.saturating_add(1));
+        self.last_clock_ms = device_clock;
         let batch = self.generator.batch(seq, device_clock);
         let payload = match self.cfg.format {
             Format::Protobuf => encode_protobuf(&batch),
@@ -622,6 +629,7 @@ mod tests {
         };
         Device {
             generator: Generator::new(&identity),
+            last_clock_ms: i64::MIN,
             outbox: Outbox::new(WINDOW, 10),
             telemetry_topic: Topic::telemetry(&identity.device),
             status_topic: Topic::status(&identity.device),
