@@ -119,6 +119,9 @@ pub struct ServerArgs {
     /// Firmware policy file: minimum versions per model, vulnerable ranges (TOML).
     #[arg(long, env = "FLEETMON_FIRMWARE_POLICY")]
     pub firmware_policy: Option<PathBuf>,
+    /// Temperature limits per device model (TOML; see docs/health.md).
+    #[arg(long, env = "FLEETMON_DEVICE_LIMITS")]
+    pub device_limits: Option<PathBuf>,
     /// PromQL: how far back an instant selector looks for a sample [default: 5m].
     #[arg(long, env = "FLEETMON_QUERY_LOOKBACK", value_parser = parse_duration)]
     pub query_lookback: Option<Duration>,
@@ -302,6 +305,9 @@ impl ServerArgs {
             firmware_policy: self
                 .firmware_policy
                 .or_else(|| file.health.firmware_policy.clone()),
+            device_limits: self
+                .device_limits
+                .or_else(|| file.health.device_limits.clone()),
             query: fleetmon_promql::Options {
                 lookback_ms: i64::try_from(query_lookback.as_millis()).unwrap_or(i64::MAX),
                 max_samples: query_max_samples,

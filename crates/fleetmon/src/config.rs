@@ -61,6 +61,9 @@ cert_expiry_warning = "30d"
 [health]
 # Minimum firmware per model and vulnerable version ranges (see docs/health.md), if any.
 # firmware_policy = "/etc/fleetmon/firmware-policy.toml"
+# Temperature limits per device model (see docs/health.md), if any; a device's
+# `temperature_max_celsius` tag wins over them.
+# device_limits = "/etc/fleetmon/device-limits.toml"
 
 [alerting]
 # The built-in rule pack (docs/alerting.md): one rule per concern, default thresholds.
@@ -125,6 +128,7 @@ pub struct QuerySection {
 #[serde(deny_unknown_fields)]
 pub struct HealthSection {
     pub firmware_policy: Option<PathBuf>,
+    pub device_limits: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

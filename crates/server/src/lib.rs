@@ -70,6 +70,8 @@ pub struct ServerConfig {
     pub tsdb: fleetmon_tsdb::Options,
     /// Minimum firmware versions and vulnerable ranges (a TOML file), if any.
     pub firmware_policy: Option<PathBuf>,
+    /// Temperature limits per model (a TOML file), if any.
+    pub device_limits: Option<PathBuf>,
     /// PromQL: lookback, most samples per query, timeout.
     pub query: fleetmon_promql::Options,
     /// How often the derived series (`device_up`, integrity counters, ...) are written.
@@ -106,6 +108,7 @@ impl ServerConfig {
             wal: WalOptions::default(),
             tsdb: fleetmon_tsdb::Options::default(),
             firmware_policy: None,
+            device_limits: None,
             query: fleetmon_promql::Options::default(),
             derive_interval: Duration::from_secs(10),
             forecast_interval: Duration::from_secs(300),
@@ -156,6 +159,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     FirmwarePolicy(#[from] fleet::firmware::PolicyError),
+    #[error(transparent)]
+    DeviceLimits(#[from] fleet::limits::LimitsError),
     #[error(transparent)]
     Alerting(#[from] alerting::AlertingError),
     #[error(
@@ -238,6 +243,9 @@ impl Server {
         );
         state.missing_grace_ms = ms(config.missing_grace);
         state.query = config.query.clone();
+        if let Some(path) = &config.device_limits {
+            state.thresholds.limits = fleet::limits::Limits::load(path)?;
+        }
         if let Some(path) = &config.firmware_policy {
             state.firmware_policy = Some(fleet::firmware::Policy::load(path)?);
         }
@@ -529,6 +537,7 @@ pub fn write_derived(
             &registry,
             settings,
             state.firmware_policy.as_ref(),
+            &state.thresholds.limits,
             ports,
             now_ms,
         );

@@ -31,7 +31,7 @@ pub const DISK_HORIZON_HOURS: f64 = 30.0 * 24.0;
 /// Whether `metric` is one the server writes itself (derived series, anomaly scores, alert
 /// rules' `ALERTS`), not one a device sent.
 pub fn is_derived(metric: &str) -> bool {
-    const NAMES: [&str; 14] = [
+    const NAMES: [&str; 15] = [
         "device_up",
         "device_last_seen_timestamp_seconds",
         "ingest_data_latency_seconds",
@@ -39,6 +39,7 @@ pub fn is_derived(metric: &str) -> bool {
         "firmware_vulnerable",
         "firmware_below_policy",
         "listening_ports_new",
+        "temperature_limit_celsius",
         "battery_drain_ratio_per_hour",
         "anomaly_score",
         "anomaly_peer_score",
@@ -116,6 +117,7 @@ pub fn snapshot(
     registry: &Registry,
     settings: Settings,
     policy: Option<&Policy>,
+    limits: &super::limits::Limits,
     ports: &mut PortBaselines,
     now_ms: i64,
 ) -> Vec<(SeriesKey, Point)> {
@@ -169,6 +171,9 @@ pub fn snapshot(
                 }
             }
             put("firmware_below_policy", &[], f64::from(u8::from(below)));
+        }
+        if let Some(t) = limits.temperature(d) {
+            put("temperature_limit_celsius", &[], t.critical_c);
         }
         if let Some(n) = ports.new_ports(id, d, now_ms) {
             put("listening_ports_new", &[], n as f64);
@@ -371,7 +376,14 @@ mod tests {
             offline_after_ms: 60_000,
             missing_grace_ms: 0,
         };
-        let out = snapshot(&reg, settings, None, &mut PortBaselines::default(), 500_000);
+        let out = snapshot(
+            &reg,
+            settings,
+            None,
+            &Default::default(),
+            &mut PortBaselines::default(),
+            500_000,
+        );
         assert_eq!(value(&out, "device_up", "gw-1"), Some(1.0));
         assert_eq!(value(&out, "device_up", "node-1"), Some(0.0));
         assert_eq!(
@@ -412,16 +424,32 @@ mod tests {
             missing_grace_ms: 0,
         };
         let mut ports = PortBaselines::default();
-        let at = |t| snapshot(&reg, settings, None, &mut PortBaselines::default(), t);
+        let at = |t| {
+            snapshot(
+                &reg,
+                settings,
+                None,
+                &Default::default(),
+                &mut PortBaselines::default(),
+                t,
+            )
+        };
         assert_eq!(value(&at(0), "listening_ports_new", "d"), Some(0.0));
-        snapshot(&reg, settings, None, &mut ports, 0);
+        snapshot(&reg, settings, None, &Default::default(), &mut ports, 0);
         let later = PORT_LEARNING_MS + 1;
-        let out = snapshot(&reg, settings, None, &mut ports, later);
+        let out = snapshot(&reg, settings, None, &Default::default(), &mut ports, later);
         assert_eq!(value(&out, "listening_ports_new", "d"), Some(0.0));
         reg.entry("d")
             .last_values
             .insert(("listening_port".into(), port("4444")), (later, 1.0));
-        let out = snapshot(&reg, settings, None, &mut ports, later + 1);
+        let out = snapshot(
+            &reg,
+            settings,
+            None,
+            &Default::default(),
+            &mut ports,
+            later + 1,
+        );
         assert_eq!(value(&out, "listening_ports_new", "d"), Some(1.0));
     }
 

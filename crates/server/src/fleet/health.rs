@@ -45,6 +45,8 @@ pub struct Thresholds {
     pub memory_warning: f64,
     pub swap_warning: f64,
     pub clock_skew_warning_ms: i64,
+    /// Temperature limits per model and device (over the two temperature levels above).
+    pub limits: super::limits::Limits,
 }
 
 impl Default for Thresholds {
@@ -59,6 +61,7 @@ impl Default for Thresholds {
             memory_warning: 0.95,
             swap_warning: 0.80,
             clock_skew_warning_ms: 5_000,
+            limits: super::limits::Limits::default(),
         }
     }
 }
@@ -178,10 +181,17 @@ pub fn assess(
             );
         }
     }
+    let temperature = t
+        .limits
+        .temperature(d)
+        .unwrap_or(super::limits::Temperature {
+            warning_c: t.temperature_warning_c,
+            critical_c: t.temperature_critical_c,
+        });
     c.above(
         worst(d, "temperature_celsius", "sensor", true),
-        t.temperature_warning_c,
-        Some(t.temperature_critical_c),
+        temperature.warning_c,
+        Some(temperature.critical_c),
         "temperature_high",
         "temperature",
         |v| format!("{v:.1} °C"),

@@ -7,6 +7,7 @@
 //! - [`timing`]: clock skew and data latency.
 //! - [`tags`]: site, group, model, position — set by operators, attached as labels.
 //! - [`energy`]: battery drain rate and time to empty.
+//! - [`limits`]: temperature limits per model and device.
 //! - [`firmware`]: the firmware policy — minimum versions, vulnerable ranges.
 //! - [`health`]: ok / warning / critical with reasons.
 //! - [`trend`]: robust line fits for forecasts.
@@ -23,6 +24,7 @@ pub mod energy;
 pub mod firmware;
 pub mod health;
 pub mod integrity;
+pub mod limits;
 pub mod tags;
 pub mod timing;
 pub mod trend;
@@ -123,6 +125,56 @@ pub struct Device {
     pub reported_status: Option<String>,
     pub address: Option<String>,
     pub tags: Tags,
+    /// Bumped whenever the device is changed through the registry; keys [`HealthCache`].
+    pub generation: u64,
+    /// The last health assessment, reused while nothing it depends on changed.
+    pub health_cache: HealthCache,
+}
+
+/// What a cached assessment was made from: the device's generation and the inputs that move
+/// with the clock alone (status, missing batches past the grace, recent disconnects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthKey {
+    pub generation: u64,
+    pub status: Status,
+    pub missing: u64,
+    pub disconnects: usize,
+}
+
+/// A device's last [`health::Health`], so a page over 10,000 devices does not assess each
+/// one again on every request. Cloning a device starts with an empty cache.
+#[derive(Default)]
+pub struct HealthCache(std::sync::Mutex<Option<(HealthKey, std::sync::Arc<health::Health>)>>);
+
+impl HealthCache {
+    /// The cached health for `key`, or `assess()` stored under it.
+    pub fn get_or(
+        &self,
+        key: HealthKey,
+        assess: impl FnOnce() -> health::Health,
+    ) -> std::sync::Arc<health::Health> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, h)) = slot.as_ref()
+            && *k == key
+        {
+            return std::sync::Arc::clone(h);
+        }
+        let h = std::sync::Arc::new(assess());
+        *slot = Some((key, std::sync::Arc::clone(&h)));
+        h
+    }
+}
+
+impl Clone for HealthCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for HealthCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HealthCache")
+    }
 }
 
 impl Device {
@@ -265,8 +317,12 @@ impl Registry {
         self.devices.get(id)
     }
 
+    /// The device to change (made when new); its generation is bumped, so its cached health
+    /// is assessed again.
     pub fn entry(&mut self, id: &str) -> &mut Device {
-        self.devices.entry(id.to_owned()).or_default()
+        let d = self.devices.entry(id.to_owned()).or_default();
+        d.generation = d.generation.wrapping_add(1);
+        d
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Device)> {
@@ -329,6 +385,7 @@ impl Registry {
             if was_online && d.status(now_ms, offline_after_ms) == Status::Offline {
                 let at = d.http_last_seen_ms.map_or(now_ms, |t| t + offline_after_ms);
                 d.availability.record(at, Status::Offline, Reason::Timeout);
+                d.generation = d.generation.wrapping_add(1);
             }
         }
     }
