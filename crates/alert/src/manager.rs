@@ -275,11 +275,44 @@ impl Manager {
     /// passed since its last evaluation). One rule's failure is recorded on that rule and
     /// does not stop the others. Persists alert state if it changed.
     pub fn evaluate(&mut self, engine: &Engine, source: &dyn Source, now_ms: i64) -> EvalOutput {
+        self.evaluate_groups(engine, source, now_ms, None)
+    }
+
+    /// Evaluates only the most urgent due group — the shortest interval, the first in file
+    /// order among equals — so a caller can dispatch its alerts before slower groups run.
+    /// None when no group is due.
+    pub fn evaluate_next(
+        &mut self,
+        engine: &Engine,
+        source: &dyn Source,
+        now_ms: i64,
+    ) -> Option<EvalOutput> {
+        let next = self
+            .groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| {
+                g.last_eval_at
+                    .is_none_or(|last| now_ms - last >= g.interval_ms)
+            })
+            .min_by_key(|(i, g)| (g.interval_ms, *i))?
+            .0;
+        Some(self.evaluate_groups(engine, source, now_ms, Some(next)))
+    }
+
+    fn evaluate_groups(
+        &mut self,
+        engine: &Engine,
+        source: &dyn Source,
+        now_ms: i64,
+        only: Option<usize>,
+    ) -> EvalOutput {
         let mut out = EvalOutput::default();
         let options = self.options.clone();
-        for g in &mut self.groups {
-            if g.last_eval_at
-                .is_some_and(|last| now_ms - last < g.interval_ms)
+        for (i, g) in self.groups.iter_mut().enumerate() {
+            if only.is_some_and(|o| o != i)
+                || g.last_eval_at
+                    .is_some_and(|last| now_ms - last < g.interval_ms)
             {
                 continue;
             }

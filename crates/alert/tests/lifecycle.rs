@@ -465,3 +465,44 @@ fn alerts_series_are_returned_for_active_alerts() {
     assert_eq!(s.labels["alertstate"], "pending");
     assert_eq!(s.labels["alertname"], "CpuHigh");
 }
+
+#[test]
+fn evaluate_next_takes_the_shortest_interval_first_then_the_rest() {
+    let db = store();
+    put_range(
+        &db,
+        "cpu_usage_ratio",
+        &[("device", "d1")],
+        T0,
+        T0 + 10 * MIN,
+        0.95,
+    );
+    let rules = "
+groups:
+  - name: slow
+    interval: 1m
+    rules:
+      - alert: SlowCpu
+        expr: cpu_usage_ratio > 0.9
+  - name: fast
+    interval: 10s
+    rules:
+      - alert: FastCpu
+        expr: cpu_usage_ratio > 0.9
+";
+    let mut m = manager(rules);
+    let e = Engine::default();
+    let first = m.evaluate_next(&e, &db, T0).expect("both groups are due");
+    assert_eq!(first.evaluated_groups, ["fast"]);
+    let second = m
+        .evaluate_next(&e, &db, T0)
+        .expect("the slow group is still due");
+    assert_eq!(second.evaluated_groups, ["slow"]);
+    assert!(m.evaluate_next(&e, &db, T0).is_none());
+    // Ten seconds on only the fast group is due again.
+    let third = m
+        .evaluate_next(&e, &db, T0 + 10_000)
+        .expect("the fast group is due");
+    assert_eq!(third.evaluated_groups, ["fast"]);
+    assert!(m.evaluate_next(&e, &db, T0 + 10_000).is_none());
+}

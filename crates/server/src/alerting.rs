@@ -179,51 +179,68 @@ impl Alerting {
     /// `ALERTS`) into the store, and hands due notifications to the outbox.
     pub fn cycle(&self, engine: &Engine, store: &Arc<dyn SampleStore>, now_ms: i64) -> CycleReport {
         let source = StoreSource(Arc::clone(store));
-        let (out, alerts) = {
-            let mut manager = lock(&self.manager);
-            let out = manager.evaluate(engine, &source, now_ms);
-            (out, manager.all_alerts())
-        };
-        for (group, rule, error) in &out.errors {
-            tracing::warn!(group, rule, error, "alert rule evaluation failed");
+        let mut report = CycleReport::default();
+        // One group at a time, the shortest interval first, each group's alerts dispatched
+        // before the next is evaluated: a slow group never delays a fast group's page.
+        loop {
+            let next = {
+                let mut manager = lock(&self.manager);
+                manager
+                    .evaluate_next(engine, &source, now_ms)
+                    .map(|out| (out, manager.all_alerts()))
+            };
+            let Some((out, alerts)) = next else { break };
+            for (group, rule, error) in &out.errors {
+                tracing::warn!(group, rule, error, "alert rule evaluation failed");
+            }
+            if let Some(e) = &out.state_error {
+                tracing::error!(error = e, "alert state not saved");
+            }
+            let samples: Vec<(SeriesKey, Point)> = out
+                .samples
+                .iter()
+                .filter_map(|s| {
+                    let mut labels = s.labels.clone();
+                    let metric = labels.remove("__name__")?;
+                    Some((
+                        SeriesKey { metric, labels },
+                        Point {
+                            ts_ms: s.ts_ms,
+                            value: s.value,
+                        },
+                    ))
+                })
+                .collect();
+            if !samples.is_empty()
+                && let Err(e) = store.append(&samples)
+            {
+                tracing::error!(error = %e, "rule samples not stored");
+            }
+            let notifications = self.dispatch(&alerts, now_ms);
+            report.evaluated_groups += out.evaluated_groups.len();
+            report.rule_errors += out.errors.len();
+            report.samples_written += samples.len();
+            report.notifications.extend(notifications);
         }
-        if let Some(e) = &out.state_error {
-            tracing::error!(error = e, "alert state not saved");
+        if report.evaluated_groups == 0 {
+            // Nothing due: group timers (group_wait, group_interval) still run.
+            let alerts = lock(&self.manager).all_alerts();
+            report.notifications = self.dispatch(&alerts, now_ms);
         }
-        let samples: Vec<(SeriesKey, Point)> = out
-            .samples
-            .iter()
-            .filter_map(|s| {
-                let mut labels = s.labels.clone();
-                let metric = labels.remove("__name__")?;
-                Some((
-                    SeriesKey { metric, labels },
-                    Point {
-                        ts_ms: s.ts_ms,
-                        value: s.value,
-                    },
-                ))
-            })
-            .collect();
-        if !samples.is_empty()
-            && let Err(e) = store.append(&samples)
-        {
-            tracing::error!(error = %e, "rule samples not stored");
-        }
+        report
+    }
+
+    /// Hands the alerts to the dispatcher and sends what it flushes.
+    fn dispatch(&self, alerts: &[fleetmon_alert::Alert], now_ms: i64) -> Vec<Notification> {
         let notifications = {
             let mut dispatcher = lock(&self.dispatcher);
-            dispatcher.observe(&alerts, now_ms);
+            dispatcher.observe(alerts, now_ms);
             dispatcher.tick(now_ms)
         };
         for n in &notifications {
             self.send(n);
         }
-        CycleReport {
-            evaluated_groups: out.evaluated_groups.len(),
-            rule_errors: out.errors.len(),
-            samples_written: samples.len(),
-            notifications,
-        }
+        notifications
     }
 
     fn send(&self, n: &Notification) {
