@@ -4,6 +4,7 @@
 //! [`DeviceView`]s, so a page of 50 out of 100,000 devices costs little more than the count.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +12,7 @@ use super::AppState;
 use super::api::{DeviceView, view};
 use super::error::ApiError;
 use crate::fleet::health::{self, Health, Level};
-use crate::fleet::{Device, Registry, Status};
+use crate::fleet::{Device, HealthKey, Registry, Status};
 use crate::state::State;
 
 /// Filters, order and page of the device list; every filter given must hold.
@@ -190,7 +191,8 @@ pub struct Brief<'a> {
     pub id: &'a str,
     pub device: &'a Device,
     pub status: Status,
-    pub health: Health,
+    /// Shared with the device's health cache.
+    pub health: Arc<Health>,
     pub model: Option<&'a str>,
     pub firmware: Option<&'a str>,
 }
@@ -198,19 +200,28 @@ pub struct Brief<'a> {
 impl<'a> Brief<'a> {
     pub fn of(id: &'a str, d: &'a Device, st: &State, now_ms: i64) -> Self {
         let status = d.status(now_ms, st.offline_after_ms);
-        let missing = d.integrity.counts(now_ms, st.missing_grace_ms).missing;
-        Brief {
-            id,
-            device: d,
+        let missing = d.integrity.missing(now_ms, st.missing_grace_ms);
+        let key = HealthKey {
+            generation: d.generation,
             status,
-            health: health::assess(
+            missing,
+            disconnects: d.availability.recent_disconnects(now_ms),
+        };
+        let health = d.health_cache.get_or(key, || {
+            health::assess(
                 d,
                 status,
                 now_ms,
                 missing,
                 &st.thresholds,
                 st.firmware_policy.as_ref(),
-            ),
+            )
+        });
+        Brief {
+            id,
+            device: d,
+            status,
+            health,
             model: d.tag_or_info("model"),
             firmware: d.info("firmware"),
         }
