@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server: MQTT endpoint, HTTP API and page, durable store.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run simulated devices against an MQTT endpoint; prints a JSON summary at the end.
     Sim(SimArgs),
     /// Run a server and a simulated fleet together, and print the dashboard URL.

@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) => server(args).await,
+            Command::Server(args) => server(*args).await,
             Command::Sim(args) => sim(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Anomaly(command) => anomaly::run(command),

@@ -437,7 +437,7 @@ fn lockout_after_repeated_failures() {
             }
             other => panic!("unexpected {other}: {a:?}"),
         }
-        if failures >= 3 && failures < 5 {
+        if (3..5).contains(&failures) {
             // Backoff is on: an immediate retry is refused.
             let a = login(&server, "bob", "wrong password", None);
             assert_eq!(a.status, 429, "{a:?}");
