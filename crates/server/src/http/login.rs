@@ -5,7 +5,7 @@
 //!
 //! A login is refused with 429 and `Retry-After` while its address or account is throttled,
 //! before any password is hashed; otherwise the hash runs off the runtime, at most
-//! [`crate::operators::MAX_CONCURRENT_HASHES`] at once.
+//! [`crate::operators::max_concurrent_hashes`] at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -132,9 +132,11 @@ pub enum SetupError {
     User(#[from] UserError),
 }
 
-/// Most Argon2 hashes computed at once; further logins wait, so a flood of them cannot take
-/// every core.
-pub const MAX_CONCURRENT_HASHES: usize = 2;
+/// Most Argon2 hashes computed at once: half the cores, at least one. Further logins wait, so
+/// a flood of them cannot take every core from the rest of the server.
+pub fn max_concurrent_hashes() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
 
 pub struct Operators {
     pub users: UserStore,
@@ -160,7 +162,7 @@ impl Operators {
             throttle: Throttle::new(config.throttle.clone()),
             audit: AuditLog::new(data_dir),
             config,
-            hashing: tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHES),
+            hashing: tokio::sync::Semaphore::new(max_concurrent_hashes()),
             clock,
             setup_token: Mutex::new(None),
             totp_last: Mutex::default(),
