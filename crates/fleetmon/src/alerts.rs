@@ -14,6 +14,16 @@ pub struct ServerUrl {
     /// The server's HTTP address.
     #[arg(long, env = "FLEETMON_URL", default_value = "http://127.0.0.1:8427")]
     pub server: String,
+    /// An API token (`fleetmon token create`), needed once the server has accounts.
+    #[arg(long, env = "FLEETMON_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ServerUrl {
+    /// `Authorization` for the token, if any.
+    fn auth(&self) -> Option<String> {
+        self.token.as_ref().map(|t| format!("Bearer {t}"))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -82,13 +92,17 @@ fn answer(
     Ok(body)
 }
 
-fn get(base: &str, path: &str) -> anyhow::Result<Value> {
-    let url = format!("{}{path}", base.trim_end_matches('/'));
-    answer(&url, agent().get(&url).call())
+fn get(server: &ServerUrl, path: &str) -> anyhow::Result<Value> {
+    let url = format!("{}{path}", server.server.trim_end_matches('/'));
+    let mut request = agent().get(&url);
+    if let Some(auth) = server.auth() {
+        request = request.header("Authorization", auth);
+    }
+    answer(&url, request.call())
 }
 
 pub fn list(args: &AlertsArgs) -> anyhow::Result<()> {
-    let body = get(&args.url.server, "/api/v1/alerts")?;
+    let body = get(&args.url, "/api/v1/alerts")?;
     if args.json {
         say(&serde_json::to_string_pretty(&body)?);
         return Ok(());
@@ -143,11 +157,15 @@ pub fn silence(command: SilenceCommand) -> anyhow::Result<()> {
                 "createdBy": author,
                 "comment": comment,
             });
-            let answer = answer(&target, agent().post(&target).send_json(&body))?;
+            let mut request = agent().post(&target);
+            if let Some(auth) = url.auth() {
+                request = request.header("Authorization", auth);
+            }
+            let answer = answer(&target, request.send_json(&body))?;
             say(answer["silenceID"].as_str().unwrap_or(""));
         }
         SilenceCommand::List { url } => {
-            let body = get(&url.server, "/api/v1/silences")?;
+            let body = get(&url, "/api/v1/silences")?;
             for s in body["silences"].as_array().cloned().unwrap_or_default() {
                 let matchers: Vec<String> = s["matchers"]
                     .as_array()
@@ -184,7 +202,11 @@ pub fn silence(command: SilenceCommand) -> anyhow::Result<()> {
         }
         SilenceCommand::Expire { url, id } => {
             let target = format!("{}/api/v1/silences/{id}", url.server.trim_end_matches('/'));
-            answer(&target, agent().delete(&target).call())?;
+            let mut request = agent().delete(&target);
+            if let Some(auth) = url.auth() {
+                request = request.header("Authorization", auth);
+            }
+            answer(&target, request.call())?;
             say(&format!("expired {id}"));
         }
     }

@@ -23,6 +23,10 @@ pub struct CaArgs {
         default_value = "fleetmon-ca"
     )]
     pub ca_dir: PathBuf,
+    /// A server's data directory: when given, issues, revocations and enrolment tokens are
+    /// recorded in its audit log.
+    #[arg(long, global = true, env = "FLEETMON_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: CaCommand,
 }
@@ -93,15 +97,27 @@ fn date(ms: i64) -> String {
 }
 
 pub fn run(args: CaArgs) -> anyhow::Result<()> {
-    let ca = CaDir::new(&args.ca_dir);
+    let CaArgs {
+        ca_dir,
+        data_dir,
+        command,
+    } = args;
+    let ca = CaDir::new(&ca_dir);
+    let audit = |action: &str, detail: &str| -> anyhow::Result<()> {
+        match &data_dir {
+            Some(dir) => crate::operators::audit_ca(dir, action, detail),
+            None => Ok(()),
+        }
+    };
     let now = now_ms();
-    match args.command {
+    match command {
         CaCommand::Init { name, days } => {
             if days < 1 {
                 bail!("--days {days}: expected at least 1");
             }
             let name = name.unwrap_or_else(|| format!("fleetmon CA {:04x}", fastrand_suffix()));
             ca.init(&name, days, now)?;
+            audit("ca.init", &name)?;
             say(&format!(
                 "CA {name:?} created in {} (key ca.key, certificate ca.pem)",
                 ca.path().display()
@@ -114,6 +130,7 @@ pub fn run(args: CaArgs) -> anyhow::Result<()> {
                 sans
             };
             ca.server_cert(&sans, days, now)?;
+            audit("ca.server_cert", &sans.join(", "))?;
             say(&format!(
                 "server certificate for {} written to {} and {}",
                 sans.join(", "),
@@ -127,6 +144,10 @@ pub fn run(args: CaArgs) -> anyhow::Result<()> {
             out_dir,
         } => {
             let made = ca.issue(&device, now - 5 * 60_000, now + days * DAY_MS, now)?;
+            audit(
+                "ca.issue",
+                &format!("{device}: certificate {}", made.record.serial),
+            )?;
             let out = out_dir.unwrap_or_else(|| ca.path().join("devices"));
             let (cert, key) = write_pair(&out, &device, &made.cert_pem, made.key_pem.as_deref())?;
             say(&format!(
@@ -139,6 +160,11 @@ pub fn run(args: CaArgs) -> anyhow::Result<()> {
         }
         CaCommand::Revoke { device } => {
             let revoked = ca.revoke(&device, now)?;
+            let serials: Vec<&str> = revoked.iter().map(|c| c.serial.as_str()).collect();
+            audit(
+                "ca.revoke",
+                &format!("{device}: certificates {}", serials.join(", ")),
+            )?;
             if revoked.is_empty() {
                 say(&format!("{device:?} has no certificate left to revoke"));
             }
@@ -177,6 +203,10 @@ pub fn run(args: CaArgs) -> anyhow::Result<()> {
                 bail!("--ttl must be longer than zero");
             }
             let token = ca.enrol_token(&device, ms(ttl), now)?;
+            audit(
+                "ca.enrol_token",
+                &format!("{device}, valid {}", humantime::format_duration(ttl)),
+            )?;
             say(&token);
         }
     }

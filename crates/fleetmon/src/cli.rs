@@ -50,6 +50,15 @@ pub enum Command {
     /// The built-in certificate authority: CA, server and device certificates, revocation,
     /// enrolment tokens.
     Ca(crate::ca::CaArgs),
+    /// Operator accounts: add, list, remove, passwords, two-factor login.
+    #[command(subcommand)]
+    User(crate::operators::UserCommand),
+    /// API tokens for automation: create, list, revoke.
+    #[command(subcommand)]
+    Token(crate::operators::TokenCommand),
+    /// The audit log of operator actions.
+    #[command(subcommand)]
+    Audit(crate::operators::AuditCommand),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -150,6 +159,23 @@ pub struct ServerArgs {
     /// [default: 10s].
     #[arg(long, env = "FLEETMON_DERIVE_INTERVAL", value_parser = parse_duration)]
     pub derive_interval: Option<Duration>,
+    /// Operators must log in even before any account exists (always so when HTTP is not on
+    /// loopback).
+    #[arg(long, env = "FLEETMON_REQUIRE_LOGIN")]
+    pub require_login: bool,
+    /// Session cookies get the Secure attribute (behind a TLS-terminating proxy).
+    #[arg(long, env = "FLEETMON_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+    /// Failed logins (per address and per account) after which each attempt must wait,
+    /// doubling from 1s [default: 5].
+    #[arg(long, env = "FLEETMON_LOGIN_BACKOFF_AFTER")]
+    pub login_backoff_after: Option<u32>,
+    /// Failed logins after which the address or account is locked out [default: 10].
+    #[arg(long, env = "FLEETMON_LOGIN_LOCKOUT_AFTER")]
+    pub login_lockout_after: Option<u32>,
+    /// How long a lockout lasts [default: 15m].
+    #[arg(long, env = "FLEETMON_LOGIN_LOCKOUT", value_parser = parse_duration)]
+    pub login_lockout: Option<Duration>,
 }
 
 impl ServerArgs {
@@ -282,7 +308,35 @@ impl ServerArgs {
                 "WAL segment bytes {wal_segment_bytes} (--wal-segment-bytes or storage.wal_segment_bytes): expected at least 4096"
             );
         }
+        let throttle_default = fleetmon_server::operators::throttle::ThrottleConfig::default();
+        let login_lockout = match self.login_lockout {
+            Some(d) => d,
+            None => from_file_duration("security.login_lockout", &sec.login_lockout)?
+                .unwrap_or(throttle_default.lockout),
+        };
+        let throttle = fleetmon_server::operators::throttle::ThrottleConfig {
+            backoff_after: self
+                .login_backoff_after
+                .or(sec.login_backoff_after)
+                .unwrap_or(throttle_default.backoff_after),
+            lockout_after: self
+                .login_lockout_after
+                .or(sec.login_lockout_after)
+                .unwrap_or(throttle_default.lockout_after),
+            lockout: login_lockout,
+        };
+        if throttle.backoff_after == 0 || throttle.lockout_after == 0 {
+            bail!(
+                "login throttling (--login-backoff-after, --login-lockout-after): expected at least 1 failure"
+            );
+        }
+        let auth = fleetmon_server::operators::AuthConfig {
+            require_login: self.require_login || sec.require_login.unwrap_or(false),
+            secure_cookies: self.secure_cookies || sec.secure_cookies.unwrap_or(false),
+            throttle,
+        };
         Ok(ServerConfig {
+            auth,
             data_dir,
             http_listen,
             mqtt_listen,

@@ -57,6 +57,17 @@ ca_dir = "fleetmon-ca"
 # tls_key = "/etc/fleetmon/server.key"
 # A device certificate expiring sooner than this is a security event.
 cert_expiry_warning = "30d"
+# Operators must log in even before any account exists (`fleetmon user add`). Always so when
+# the HTTP listener is not on loopback.
+require_login = false
+# Session cookies get the Secure attribute (set it behind a TLS-terminating proxy).
+secure_cookies = false
+# Login throttling, per source address and per account: after this many failures each
+# attempt must wait (1s, doubling), and after login_lockout_after the address or account is
+# locked for login_lockout.
+login_backoff_after = 5
+login_lockout_after = 10
+login_lockout = "15m"
 
 [health]
 # Minimum firmware per model and vulnerable version ranges (see docs/health.md), if any.
@@ -114,6 +125,11 @@ pub struct SecuritySection {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub cert_expiry_warning: Option<String>,
+    pub require_login: Option<bool>,
+    pub secure_cookies: Option<bool>,
+    pub login_backoff_after: Option<u32>,
+    pub login_lockout_after: Option<u32>,
+    pub login_lockout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,5 +1,6 @@
 //! `fleetmon demo`: a server with its defaults plus a simulated fleet in one process, and the
-//! URL to open. Open on loopback, without device authentication: a demo, and it says so.
+//! URL to open. Open on loopback, without device or operator authentication (unless the data
+//! directory has operator accounts): a demo, and it says so.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -29,12 +30,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let http = server.http_addr();
     let mqtt = server.mqtt_addr();
     crate::say(&format!(
-        "\n  fleetmon demo\n  dashboard  http://{http}/\n  devices    http://{http}/api/v1/devices\n  mqtt       {mqtt}   (mosquitto_sub -h {} -p {} -t 'fleetmon/v1/+/status' -v)\n  data       {}\n  fleet      {} simulated devices, one batch every {}\n  security   open on loopback, devices not authenticated: demo only\n  Ctrl-C stops.\n",
+        "\n  fleetmon demo\n  dashboard  http://{http}/\n  devices    http://{http}/api/v1/devices\n  mqtt       {mqtt}   (mosquitto_sub -h {} -p {} -t 'fleetmon/v1/+/status' -v)\n  data       {}\n  fleet      {} simulated devices, one batch every {}\n  security   {}\n  Ctrl-C stops.\n",
         mqtt.ip(),
         mqtt.port(),
         args.data_dir.display(),
         args.devices,
-        humantime::format_duration(args.interval)
+        humantime::format_duration(args.interval),
+        if server.operators().is_open() {
+            "open on loopback: no operator login, devices not authenticated: demo only"
+        } else {
+            "operators log in (accounts exist in the data directory); devices not authenticated: demo only"
+        }
     ));
     // What an operator would have set: each simulated device's site and group.
     for index in 0..args.devices {

@@ -7,6 +7,7 @@ mod ca;
 mod cli;
 mod config;
 mod demo;
+mod operators;
 
 use std::sync::Arc;
 
@@ -33,6 +34,9 @@ fn main() -> anyhow::Result<()> {
             Command::Alerts(args) => alerts::list(&args),
             Command::Silence(command) => alerts::silence(command),
             Command::Ca(args) => ca::run(args),
+            Command::User(command) => operators::user(command),
+            Command::Token(command) => operators::token(command),
+            Command::Audit(command) => operators::audit(command),
             Command::Config(cli::ConfigCommand::Default) => {
                 say(config::DEFAULT.trim_end());
                 Ok(())
@@ -69,6 +73,12 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         server.http_addr(),
         server.mqtt_addr()
     ));
+    if let Some(token) = server.setup_token() {
+        say(&format!(
+            "no operator account exists and login is required. Create the first admin within this run with the one-time setup token:\n  curl -X POST http://{}/api/v1/setup -H 'Content-Type: application/json' -d '{{\"token\": \"{token}\", \"user\": \"NAME\", \"password\": \"...\", \"totp\": true}}'\nor run `fleetmon user add NAME --admin` on this machine.",
+            server.http_addr()
+        ));
+    }
     wait_for_stop(&server).await;
     tracing::info!("shutting down");
     server.shutdown().await;

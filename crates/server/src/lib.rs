@@ -9,6 +9,8 @@
 //! - [`security`]: the built-in CA, device certificates, topic ACLs, revocation, enrolment
 //!   and security events.
 //! - [`mqtt`]: the MQTT 3.1.1 endpoint — sessions, broker (retained, wills, subscriptions).
+//! - [`operators`]: operator accounts, roles, TOTP, sessions, API tokens, login throttling,
+//!   the audit log.
 //! - [`http`]: REST API, ingest, `/metrics`, `/healthz`, the page at `/`.
 //! - [`alerting`]: rules, dispatcher, notification outbox.
 //! - [`ingest`]: dedupe by `(device, seq)`, WAL group commit, then visibility, then the ack.
@@ -28,6 +30,7 @@ pub mod http;
 pub mod ingest;
 pub mod listener;
 pub mod mqtt;
+pub mod operators;
 pub mod security;
 pub mod state;
 pub mod store;
@@ -93,6 +96,8 @@ pub struct ServerConfig {
     pub allow_plaintext: bool,
     /// A device certificate expiring sooner than this is a security event.
     pub cert_expiry_warning: Duration,
+    /// Operator login: required or open, cookies, throttling.
+    pub auth: operators::AuthConfig,
 }
 
 impl ServerConfig {
@@ -119,6 +124,7 @@ impl ServerConfig {
             tls_key: None,
             allow_plaintext: false,
             cert_expiry_warning: Duration::from_secs(30 * 86_400),
+            auth: operators::AuthConfig::default(),
         }
     }
 
@@ -187,6 +193,8 @@ pub struct Server {
     mqtt_tls_addr: Option<SocketAddr>,
     state: Arc<State>,
     alerting: Arc<alerting::Alerting>,
+    operators: Arc<operators::Operators>,
+    setup_token: Option<String>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     wal_writer: Option<JoinHandle<()>>,
@@ -328,6 +336,28 @@ impl Server {
             &config.data_dir.join("alerts"),
         )?);
 
+        let mut auth = config.auth.clone();
+        auth.require_login |= !http_addr.ip().is_loopback();
+        let operators = Arc::new(operators::Operators::new(
+            &config.data_dir,
+            auth,
+            Arc::clone(&state.clock),
+        ));
+        let accounts = operators.users.accounts();
+        let setup_token = if operators.is_open() {
+            tracing::warn!(
+                "no operator account: the HTTP API and dashboard are open to anyone who can reach {http_addr} (loopback); `fleetmon user add NAME --admin` turns login on"
+            );
+            None
+        } else if accounts.is_empty() {
+            tracing::warn!(
+                "no operator account yet: login is required and nobody can log in; create the first admin with the setup token (POST /api/v1/setup) or `fleetmon user add NAME --admin`"
+            );
+            operators.new_setup_token()
+        } else {
+            None
+        };
+
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let ctx = Arc::new(mqtt::Context::new(Arc::clone(&state), ingest.clone()));
@@ -348,6 +378,7 @@ impl Server {
             state: Arc::clone(&state),
             ingest,
             alerting: Arc::clone(&alerting),
+            operators: Arc::clone(&operators),
             shutdown: shutdown_rx.clone(),
         });
         let mut http_shutdown = shutdown_rx;
@@ -380,6 +411,8 @@ impl Server {
             mqtt_tls_addr,
             state,
             alerting,
+            operators,
+            setup_token,
             shutdown,
             tasks,
             wal_writer: Some(wal_writer),
@@ -411,6 +444,16 @@ impl Server {
 
     pub fn alerting(&self) -> &Arc<alerting::Alerting> {
         &self.alerting
+    }
+
+    pub fn operators(&self) -> &Arc<operators::Operators> {
+        &self.operators
+    }
+
+    /// The one-time token that creates the first admin (`POST /api/v1/setup`), made at start
+    /// when login is required and no account exists. For the operator's eyes only: never log it.
+    pub fn setup_token(&self) -> Option<&str> {
+        self.setup_token.as_deref()
     }
 
     /// Stops accepting, closes connections, and waits for the WAL writer to finish.

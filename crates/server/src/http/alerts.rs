@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::auth::{Actor, audit};
 use super::error::ApiError;
 
 pub async fn alerts(AxumState(app): AxumState<AppState>) -> Json<Value> {
@@ -30,12 +31,19 @@ pub async fn prometheus_rules(AxumState(app): AxumState<AppState>) -> Json<Value
 }
 
 /// Re-reads rule files and dispatcher settings; alert state is kept.
-pub async fn reload(AxumState(app): AxumState<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn reload(
+    AxumState(app): AxumState<AppState>,
+    actor: Actor,
+) -> Result<Json<Value>, ApiError> {
     let alerting = app.alerting.clone();
-    tokio::task::spawn_blocking(move || alerting.reload())
+    let done = tokio::task::spawn_blocking(move || alerting.reload())
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if let Err(e) = done {
+        audit(&app, &actor, "rules.reload", "failed", e.to_string()).await;
+        return Err(ApiError::bad_request(e.to_string()));
+    }
+    audit(&app, &actor, "rules.reload", "ok", String::new()).await;
     Ok(Json(json!({"status": "reloaded"})))
 }
 
@@ -58,6 +66,7 @@ struct PostedSilence {
 
 pub async fn add_silence(
     AxumState(app): AxumState<AppState>,
+    actor: Actor,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let posted: PostedSilence = serde_json::from_slice(&body)
@@ -88,6 +97,13 @@ pub async fn add_silence(
             ));
         }
     };
+    let detail = format!(
+        "matchers {}, until {}, by {:?}: {:?}",
+        serde_json::to_string(&posted.matchers).unwrap_or_default(),
+        fleetmon_alert::time::format_rfc3339(ends_at),
+        posted.created_by,
+        posted.comment
+    );
     let new = NewSilence {
         matchers: posted.matchers,
         starts_at,
@@ -100,16 +116,33 @@ pub async fn add_silence(
         .add_silence(new, now)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     tracing::info!(silence = %id, "silence added");
+    audit(
+        &app,
+        &actor,
+        "silence.add",
+        "ok",
+        format!("silence {id}: {detail}"),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(json!({"silenceID": id}))))
 }
 
 pub async fn expire_silence(
     AxumState(app): AxumState<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     app.alerting
         .expire_silence(&id, app.state.now_ms())
         .map_err(|e| ApiError::not_found(e.to_string()))?;
     tracing::info!(silence = %id, "silence expired");
+    audit(
+        &app,
+        &actor,
+        "silence.expire",
+        "ok",
+        format!("silence {id}"),
+    )
+    .await;
     Ok(Json(json!({"silenceID": id, "state": "expired"})))
 }

@@ -275,6 +275,7 @@ pub async fn ingest(
 /// (registering the device if it was never seen) and keeps them in `DATA_DIR/tags.json`.
 pub async fn put_tags(
     AxumState(app): AxumState<AppState>,
+    actor: super::auth::Actor,
     Path(id): Path<String>,
     body: Result<Json<Tags>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<DeviceView>, ApiError> {
@@ -290,6 +291,10 @@ pub async fn put_tags(
         ))
     })?;
     let st = &app.state;
+    let detail = format!(
+        "device {id}: {}",
+        serde_json::to_string(&new_tags).unwrap_or_default()
+    );
     let d = st.set_tags(&id, new_tags).map_err(|e| match e {
         tags::TagError::File { .. } => {
             tracing::error!(error = %e, "tags not saved");
@@ -297,6 +302,7 @@ pub async fn put_tags(
         }
         other => ApiError::bad_request(other.to_string()),
     })?;
+    super::auth::audit(&app, &actor, "device.tags", "ok", detail).await;
     Ok(Json(view(&id, &d, st, st.now_ms(), true)))
 }
 

@@ -1,6 +1,8 @@
 //! The HTTP surface: fleet REST API under `/api/v1`, ingest, the Prometheus-compatible query
 //! API, self-metrics, health, and the dashboard.
 //!
+//! - [`auth`]: who may call what — sessions, API tokens, roles, CSRF (a middleware).
+//! - [`login`]: the login page, login/logout/setup/whoami routes, the audit log route.
 //! - [`api`]: device detail, fleet roll-ups, integrity, samples and ingest handlers.
 //! - [`list`]: the device list's filters, sorting and paging (API and dashboard).
 //! - [`live`]: server-sent events telling pages what changed.
@@ -11,9 +13,11 @@
 
 pub mod alerts;
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod list;
 pub mod live;
+pub mod login;
 pub mod prometheus;
 pub mod security;
 pub mod web;
@@ -37,6 +41,8 @@ pub struct AppState {
     pub state: Arc<State>,
     pub ingest: Ingest,
     pub alerting: Arc<crate::alerting::Alerting>,
+    /// Accounts, sessions, tokens, throttling, the audit log.
+    pub operators: Arc<crate::operators::Operators>,
     /// Turns true when the server stops; long-lived responses (event streams) end then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -55,6 +61,13 @@ pub fn router(app: AppState) -> Router {
         .route("/assets/{*name}", get(web::assets::serve))
         .route("/api/v1/stream", get(live::stream))
         .route("/healthz", get(healthz))
+        .route("/login", get(login::page).post(login::form_login))
+        .route("/logout", post(login::form_logout))
+        .route("/api/v1/login", post(login::api_login))
+        .route("/api/v1/logout", post(login::api_logout))
+        .route("/api/v1/auth", get(login::whoami))
+        .route("/api/v1/setup", post(login::setup))
+        .route("/api/v1/audit", get(login::audit_log))
         .route("/metrics", get(metrics))
         .route("/api/v1/devices", get(api::list_devices))
         .route("/api/v1/devices/{id}", get(api::get_device))
@@ -114,6 +127,10 @@ pub fn router(app: AppState) -> Router {
             get(prometheus::format_query).post(prometheus::format_query),
         )
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::authorize,
+        ))
         .with_state(app)
 }
 
