@@ -35,7 +35,8 @@ pub struct AlertingConfig {
     pub rule_files: Vec<PathBuf>,
     /// Evaluation interval of groups that set none.
     pub eval_interval: Duration,
-    /// How often the loop looks for due groups and flushes notification groups.
+    /// How often the loop looks for due groups and flushes notification groups: well under
+    /// the shortest group interval, so a group runs within a quarter second of falling due.
     pub tick: Duration,
     /// Routes, inhibition, topology and flap settings (YAML); defaults when none.
     pub dispatcher_file: Option<PathBuf>,
@@ -49,7 +50,7 @@ impl Default for AlertingConfig {
             builtin_rules: true,
             rule_files: Vec::new(),
             eval_interval: Duration::from_secs(15),
-            tick: Duration::from_secs(1),
+            tick: Duration::from_millis(250),
             dispatcher_file: None,
             notify_file: None,
         }
