@@ -128,6 +128,10 @@ pub struct ServerArgs {
     /// Firmware policy file: minimum versions per model, vulnerable ranges (TOML).
     #[arg(long, env = "FLEETMON_FIRMWARE_POLICY")]
     pub firmware_policy: Option<PathBuf>,
+    /// Most distinct series (metric + labels) one device may have; batches that would add
+    /// more are refused [default: 10000].
+    #[arg(long, env = "FLEETMON_MAX_SERIES_PER_DEVICE")]
+    pub max_series_per_device: Option<usize>,
     /// Temperature limits per device model (TOML; see docs/health.md).
     #[arg(long, env = "FLEETMON_DEVICE_LIMITS")]
     pub device_limits: Option<PathBuf>,
@@ -359,6 +363,11 @@ impl ServerArgs {
             firmware_policy: self
                 .firmware_policy
                 .or_else(|| file.health.firmware_policy.clone()),
+            max_series_per_device: match self.max_series_per_device {
+                Some(0) => bail!("--max-series-per-device must be at least 1"),
+                Some(n) => n,
+                None => defaults.max_series_per_device,
+            },
             device_limits: self
                 .device_limits
                 .or_else(|| file.health.device_limits.clone()),

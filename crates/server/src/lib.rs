@@ -75,6 +75,8 @@ pub struct ServerConfig {
     pub firmware_policy: Option<PathBuf>,
     /// Temperature limits per model (a TOML file), if any.
     pub device_limits: Option<PathBuf>,
+    /// Most distinct series one device may have.
+    pub max_series_per_device: usize,
     /// PromQL: lookback, most samples per query, timeout.
     pub query: fleetmon_promql::Options,
     /// How often the derived series (`device_up`, integrity counters, ...) are written.
@@ -114,6 +116,7 @@ impl ServerConfig {
             tsdb: fleetmon_tsdb::Options::default(),
             firmware_policy: None,
             device_limits: None,
+            max_series_per_device: state::DEFAULT_MAX_SERIES_PER_DEVICE,
             query: fleetmon_promql::Options::default(),
             derive_interval: Duration::from_secs(10),
             forecast_interval: Duration::from_secs(300),
@@ -251,6 +254,7 @@ impl Server {
         );
         state.missing_grace_ms = ms(config.missing_grace);
         state.query = config.query.clone();
+        state.max_series_per_device = config.max_series_per_device;
         if let Some(path) = &config.device_limits {
             state.thresholds.limits = fleet::limits::Limits::load(path)?;
         }

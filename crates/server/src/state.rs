@@ -15,6 +15,9 @@ use crate::security::events::Events;
 use crate::store::SampleStore;
 use crate::telemetry::Telemetry;
 
+/// The default of [`State::max_series_per_device`].
+pub const DEFAULT_MAX_SERIES_PER_DEVICE: usize = 10_000;
+
 pub struct State {
     registry: RwLock<Registry>,
     pub store: Arc<dyn SampleStore>,
@@ -31,6 +34,9 @@ pub struct State {
     pub query: fleetmon_promql::Options,
     /// Where device tags are kept (`DATA_DIR/tags.json`); none in unit tests.
     pub tags_path: Option<std::path::PathBuf>,
+    /// Most distinct series (metric + labels) one device may have; a batch that would take
+    /// it over is refused, so one device cannot blow up the index.
+    pub max_series_per_device: usize,
     /// Streaming anomaly detectors of incoming samples.
     pub anomaly: Mutex<crate::fleet::anomaly::Scorer>,
     /// Security events, the CA, live certificates, revocations.
@@ -59,6 +65,7 @@ impl State {
             firmware_policy: None,
             query: fleetmon_promql::Options::default(),
             tags_path: None,
+            max_series_per_device: DEFAULT_MAX_SERIES_PER_DEVICE,
             anomaly: Mutex::new(crate::fleet::anomaly::Scorer::default()),
             security,
         }
@@ -67,6 +74,35 @@ impl State {
     /// Reads the registry. A panic elsewhere never leaves it unusable: the data is plain.
     pub fn registry(&self) -> RwLockReadGuard<'_, Registry> {
         self.registry.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses `batch` when it would give its device more than `max_series_per_device`
+    /// series; says how many it would have. Series the device already has never count, so a
+    /// resend of an accepted batch always passes.
+    pub fn check_series_budget(&self, batch: &fleetmon_protocol::Batch) -> Result<(), String> {
+        let limit = self.max_series_per_device;
+        let registry = self.registry();
+        let known = registry.get(&batch.device).map(|d| &d.last_values);
+        let have = known.map_or(0, |k| k.len());
+        if have + batch.samples.len() <= limit {
+            return Ok(());
+        }
+        let mut new = std::collections::HashSet::new();
+        for s in &batch.samples {
+            let key = (s.metric.clone(), s.labels.clone());
+            if known.is_none_or(|k| !k.contains_key(&key)) {
+                new.insert(key);
+            }
+        }
+        if have + new.len() > limit {
+            return Err(format!(
+                "device {:?} would have {} series, more than the {limit} allowed per device ({} new in this batch)",
+                batch.device,
+                have + new.len(),
+                new.len()
+            ));
+        }
+        Ok(())
     }
 
     /// Anomaly scores of `samples` (those of watched metrics), as samples to store.

@@ -259,6 +259,11 @@ pub async fn ingest(
         tracing::warn!(reason = %e, "HTTP batch rejected");
         ApiError::from(e)
     })?;
+    if let Err(why) = st.check_series_budget(&batch) {
+        reject("too_many_series");
+        tracing::warn!(device = %batch.device, reason = %why, "HTTP batch rejected");
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why));
+    }
     let (device, seq) = (batch.device.clone(), batch.seq);
     let outcome = app.ingest.store(batch, Transport::Http).await?;
     let now = st.now_ms();

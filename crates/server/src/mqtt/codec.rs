@@ -71,6 +71,8 @@ pub enum Refusal {
     PayloadFormatInvalid,
     TopicNameInvalid,
     NotAuthorized,
+    /// Over a per-device limit (series per device).
+    QuotaExceeded,
 }
 
 /// Why a CONNECT was refused.
@@ -383,6 +385,7 @@ fn to_v5(out: Out) -> p5::Packet {
                     Refusal::PayloadFormatInvalid => p5::PubRecReason::PayloadFormatInvalid,
                     Refusal::TopicNameInvalid => p5::PubRecReason::TopicNameInvalid,
                     Refusal::NotAuthorized => p5::PubRecReason::NotAuthorized,
+                    Refusal::QuotaExceeded => p5::PubRecReason::QuotaExceeded,
                 };
                 p5::Packet::PubRec(rec)
             } else {
@@ -391,6 +394,7 @@ fn to_v5(out: Out) -> p5::Packet {
                     Refusal::PayloadFormatInvalid => p5::PubAckReason::PayloadFormatInvalid,
                     Refusal::TopicNameInvalid => p5::PubAckReason::TopicNameInvalid,
                     Refusal::NotAuthorized => p5::PubAckReason::NotAuthorized,
+                    Refusal::QuotaExceeded => p5::PubAckReason::QuotaExceeded,
                 };
                 p5::Packet::PubAck(ack)
             }

@@ -390,6 +390,11 @@ impl Session {
                 return self.refuse(&p, Refusal::PayloadFormatInvalid).await;
             }
         };
+        if let Err(why) = self.ctx.state.check_series_budget(&batch) {
+            tracing::warn!(device, client_id = %self.client_id, reason = %why, "batch rejected, not acknowledged");
+            self.reject_batch(device, "too_many_series").await;
+            return self.refuse(&p, Refusal::QuotaExceeded).await;
+        }
         let pending = self.ctx.ingest.submit(batch, Transport::Mqtt).await;
         self.forward(&p.topic, &p.payload, p.qos, false);
         let out = match p.qos {
