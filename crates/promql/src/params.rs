@@ -1,18 +1,7 @@
 //! Parsing the HTTP API's parameters the way Prometheus does: times as unix seconds (float) or
 //! RFC 3339, durations as `1m30s`-style strings or float seconds.
 
-use crate::functions::date::civil_from_days;
-
-/// Days since 1970-01-01 of a civil date (inverse of [`civil_from_days`]).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+use crate::functions::date::{civil_from_days, days_from_civil};
 
 fn num(s: &str) -> Option<i64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
