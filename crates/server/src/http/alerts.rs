@@ -6,6 +6,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
+use axum::response::Response;
 use fleetmon_alert::{Matcher, NewSilence};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -22,12 +23,12 @@ pub async fn rules(AxumState(app): AxumState<AppState>) -> Json<Value> {
     Json(app.alerting.rules_json())
 }
 
-pub async fn prometheus_alerts(AxumState(app): AxumState<AppState>) -> Json<Value> {
-    Json(json!({"status": "success", "data": app.alerting.alerts_json(app.state.now_ms())}))
+pub async fn prometheus_alerts(AxumState(app): AxumState<AppState>) -> Response {
+    super::prometheus::success(app.alerting.alerts_json(app.state.now_ms()))
 }
 
-pub async fn prometheus_rules(AxumState(app): AxumState<AppState>) -> Json<Value> {
-    Json(json!({"status": "success", "data": app.alerting.rules_json()}))
+pub async fn prometheus_rules(AxumState(app): AxumState<AppState>) -> Response {
+    super::prometheus::success(app.alerting.rules_json())
 }
 
 /// Re-reads rule files and dispatcher settings; alert state is kept.

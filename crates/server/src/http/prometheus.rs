@@ -78,7 +78,8 @@ impl IntoResponse for PromError {
     }
 }
 
-fn success(data: JsonValue) -> Response {
+/// Prometheus's success envelope around `data`.
+pub fn success(data: JsonValue) -> Response {
     Json(json!({"status": "success", "data": data})).into_response()
 }
 
