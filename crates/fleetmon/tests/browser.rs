@@ -14,11 +14,11 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ServerProcess, free_addr, get, start_server, wait_for};
+use common::{ServerProcess, free_addr, get, start_fleet, start_server, wait_for};
 use serde_json::{Value, json};
 
 /// Simulated devices: more than one page of the device list.
@@ -123,15 +123,6 @@ fn knock_without_certificate(addr: SocketAddr, ca_pem: &Path) {
 }
 
 /// A `fleetmon sim` child process, killed when dropped.
-struct Sim(Child);
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn dashboard_views_in_chromium() {
     let root = repo_root();
@@ -185,25 +176,8 @@ fn dashboard_views_in_chromium() {
         "ghost-1",
         &json!({"site": "<script>alert(1)</script>", "lat": "50.5", "lon": "8.25"}),
     );
-    let _sim = Sim(Command::new(env!("CARGO_BIN_EXE_fleetmon"))
-        .args(["sim", "--mqtt", &server.mqtt.to_string()])
-        .args(["--devices", &DEVICES.to_string()])
-        .args(["--interval", "1s", "--duration", "10m", "--quiet"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn fleetmon sim"));
     // Enough history for the charts: every device online and a few batches each.
-    let ready = wait_for(Duration::from_secs(60), || {
-        let (_, list) = get(&server.url("/api/v1/devices"));
-        let batches: u64 = list["devices"]
-            .as_array()?
-            .iter()
-            .filter_map(|d| d["batches_received"].as_u64())
-            .sum();
-        (list["online"] == DEVICES && batches >= 15 * DEVICES as u64).then_some(())
-    });
-    assert!(ready.is_some(), "the simulated fleet did not come up");
+    let _sim = start_fleet(&server, DEVICES, "1s", 15);
     let firing = wait_for(Duration::from_secs(30), || {
         let (_, alerts) = get(&server.url("/api/v1/alerts"));
         let n = alerts["alerts"]

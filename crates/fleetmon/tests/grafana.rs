@@ -5,22 +5,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{free_addr, get, start_server, wait_for};
+use common::{free_addr, start_fleet, start_server};
 use serde_json::{Value, json};
 
 const DEVICES: usize = 8;
-
-struct Sim(Child);
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn dashboard() -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../grafana/fleetmon.json");
@@ -82,24 +72,7 @@ fn every_grafana_panel_query_returns_data() {
             .expect("PUT tags");
         assert_eq!(r.status().as_u16(), 200);
     }
-    let _sim = Sim(Command::new(env!("CARGO_BIN_EXE_fleetmon"))
-        .args(["sim", "--mqtt", &server.mqtt.to_string()])
-        .args(["--devices", &DEVICES.to_string()])
-        .args(["--interval", "500ms", "--duration", "5m", "--quiet"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn fleetmon sim"));
-    let ready = wait_for(Duration::from_secs(60), || {
-        let (_, list) = get(&server.url("/api/v1/devices"));
-        let batches: u64 = list["devices"]
-            .as_array()?
-            .iter()
-            .filter_map(|d| d["batches_received"].as_u64())
-            .sum();
-        (list["online"] == DEVICES && batches >= 10 * DEVICES as u64).then_some(())
-    });
-    assert!(ready.is_some(), "the simulated fleet did not come up");
+    let _sim = start_fleet(&server, DEVICES, "500ms", 10);
 
     let prom = server.url("/prometheus/api/v1");
     // Template variables: label_values(SELECTOR, LABEL) is /label/LABEL/values?match[]=...

@@ -31,6 +31,47 @@ pub fn start_server(
     )
 }
 
+/// A `fleetmon sim` child process, killed when dropped.
+pub struct SimProcess(std::process::Child);
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `devices` simulated devices (ids `sim-00000`...) against `server`, one batch every
+/// `interval`, and waits until all are online and have sent `batches_each` batches on average.
+pub fn start_fleet(
+    server: &ServerProcess,
+    devices: usize,
+    interval: &str,
+    batches_each: u64,
+) -> SimProcess {
+    let sim = SimProcess(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fleetmon"))
+            .args(["sim", "--mqtt", &server.mqtt.to_string()])
+            .args(["--devices", &devices.to_string()])
+            .args(["--interval", interval, "--duration", "10m", "--quiet"])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn fleetmon sim"),
+    );
+    let ready = wait_for(Duration::from_secs(60), || {
+        let (_, list) = get(&server.url("/api/v1/devices"));
+        let batches: u64 = list["devices"]
+            .as_array()?
+            .iter()
+            .filter_map(|d| d["batches_received"].as_u64())
+            .sum();
+        (list["online"] == devices && batches >= batches_each * devices as u64).then_some(())
+    });
+    assert!(ready.is_some(), "the simulated fleet did not come up");
+    sim
+}
+
 /// The `seqs` ranges of a device detail as a set.
 pub fn seqs_of(ranges: &Value) -> SeqSet {
     let mut set = SeqSet::new();
