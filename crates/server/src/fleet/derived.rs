@@ -96,13 +96,19 @@ impl PortBaselines {
     }
 }
 
-fn key(metric: &str, id: &str, d: &Device, extra: &[(&str, &str)]) -> SeriesKey {
+/// The labels every derived series of device `id` carries: `device` and its label tags.
+fn device_labels(id: &str, d: &Device) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([("device".to_owned(), id.to_owned())]);
     for tag in LABEL_TAGS {
         if let Some(v) = d.tags.get(tag) {
             labels.insert(tag.to_owned(), v.clone());
         }
     }
+    labels
+}
+
+fn key(metric: &str, id: &str, d: &Device, extra: &[(&str, &str)]) -> SeriesKey {
+    let mut labels = device_labels(id, d);
     for (k, v) in extra {
         labels.insert((*k).to_owned(), (*v).to_owned());
     }
@@ -179,7 +185,7 @@ pub fn snapshot(
             put("listening_ports_new", &[], n as f64);
         }
     }
-    let labels_of = |id: &str| registry.get(id).map(|d| key("", id, d, &[]).labels);
+    let labels_of = |id: &str| registry.get(id).map(|d| device_labels(id, d));
     out.extend(super::anomaly::peer_scores(
         registry,
         labels_of,
@@ -208,7 +214,7 @@ pub fn forecast_targets(registry: &Registry) -> Vec<ForecastTarget> {
             let (battery, disk) = (has("battery_charge_ratio"), has("filesystem_avail_bytes"));
             (battery || disk).then(|| ForecastTarget {
                 id: id.clone(),
-                labels: key("", id, d, &[]).labels,
+                labels: device_labels(id, d),
                 battery,
                 disk,
             })
