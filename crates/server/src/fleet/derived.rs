@@ -229,7 +229,6 @@ pub fn forecasts(
     store: &dyn SampleStore,
     now_ms: i64,
 ) -> Vec<(SeriesKey, Point)> {
-    use crate::store::Selector;
     let mut out = Vec::new();
     for t in targets {
         let mut put = |metric: &str, extra: &[(&str, &str)], value: f64| {
@@ -249,38 +248,20 @@ pub fn forecasts(
                 },
             ));
         };
-        let selector = |metric: &str| Selector {
-            metric: Some(metric.to_owned()),
-            labels: BTreeMap::from([("device".to_owned(), t.id.clone())]),
-        };
-        if t.battery {
-            let worst = store
-                .select(
-                    &selector("battery_charge_ratio"),
-                    now_ms - BATTERY_WINDOW_MS,
-                    now_ms,
-                )
-                .iter()
-                .filter_map(|s| {
-                    let points: Vec<(i64, f64)> =
-                        s.points.iter().map(|p| (p.ts_ms, p.value)).collect();
-                    energy::estimate(&points)
-                })
-                .min_by(|a, b| {
-                    let k = |e: &energy::Estimate| e.time_to_empty_seconds.unwrap_or(f64::INFINITY);
-                    k(a).total_cmp(&k(b))
-                });
-            if let Some(e) = worst {
-                put("battery_drain_ratio_per_hour", &[], e.drain_ratio_per_hour);
-                if let Some(s) = e.time_to_empty_seconds {
-                    put("battery_time_to_empty_seconds", &[], s);
-                }
-                if let Some(s) = e.time_to_empty_low_seconds {
-                    put("battery_time_to_empty_low_seconds", &[], s);
-                }
-                if let Some(s) = e.time_to_empty_high_seconds {
-                    put("battery_time_to_empty_high_seconds", &[], s);
-                }
+        if let Some(e) = t
+            .battery
+            .then(|| battery_estimate(store, &t.id, now_ms))
+            .flatten()
+        {
+            put("battery_drain_ratio_per_hour", &[], e.drain_ratio_per_hour);
+            if let Some(s) = e.time_to_empty_seconds {
+                put("battery_time_to_empty_seconds", &[], s);
+            }
+            if let Some(s) = e.time_to_empty_low_seconds {
+                put("battery_time_to_empty_low_seconds", &[], s);
+            }
+            if let Some(s) = e.time_to_empty_high_seconds {
+                put("battery_time_to_empty_high_seconds", &[], s);
             }
         }
         if t.disk {
@@ -295,6 +276,30 @@ pub fn forecasts(
         }
     }
     out
+}
+
+/// Drain rate and time to empty of the battery of `device` that empties first, from
+/// [`BATTERY_WINDOW_MS`] of `battery_charge_ratio`.
+pub fn battery_estimate(
+    store: &dyn SampleStore,
+    device: &str,
+    now_ms: i64,
+) -> Option<energy::Estimate> {
+    let selector = crate::store::Selector {
+        metric: Some("battery_charge_ratio".to_owned()),
+        labels: BTreeMap::from([("device".to_owned(), device.to_owned())]),
+    };
+    store
+        .select(&selector, now_ms - BATTERY_WINDOW_MS, now_ms)
+        .iter()
+        .filter_map(|s| {
+            let points: Vec<(i64, f64)> = s.points.iter().map(|p| (p.ts_ms, p.value)).collect();
+            energy::estimate(&points)
+        })
+        .min_by(|a, b| {
+            let key = |e: &energy::Estimate| e.time_to_empty_seconds.unwrap_or(f64::INFINITY);
+            key(a).total_cmp(&key(b))
+        })
 }
 
 /// When a filling filesystem will be full, with its band.

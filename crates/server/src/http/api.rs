@@ -15,7 +15,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::list::{Brief, DeviceList, ListQuery, assess_all, device_list};
 use crate::fleet::availability::Transition;
-use crate::fleet::energy::{self, Estimate};
+use crate::fleet::energy::Estimate;
 use crate::fleet::health::{self, Health, Level};
 use crate::fleet::{Counts, Device, LastValue, Status, Tags, Transport, tags};
 use crate::ingest::Accepted;
@@ -79,25 +79,9 @@ pub struct DeviceView {
     pub disk_full: Option<Vec<crate::fleet::derived::DiskForecast>>,
 }
 
-/// Battery history looked at for the estimate.
-const BATTERY_WINDOW_MS: i64 = 24 * 3_600_000;
-
+/// The device's battery estimate (see [`crate::fleet::derived::battery_estimate`]).
 pub fn battery(st: &State, device: &str, now_ms: i64) -> Option<Estimate> {
-    let selector = Selector {
-        metric: Some("battery_charge_ratio".to_owned()),
-        labels: BTreeMap::from([("device".to_owned(), device.to_owned())]),
-    };
-    st.store
-        .select(&selector, now_ms - BATTERY_WINDOW_MS, now_ms)
-        .iter()
-        .filter_map(|s| {
-            let points: Vec<(i64, f64)> = s.points.iter().map(|p| (p.ts_ms, p.value)).collect();
-            energy::estimate(&points)
-        })
-        .min_by(|a, b| {
-            let key = |e: &Estimate| e.time_to_empty_seconds.unwrap_or(f64::INFINITY);
-            key(a).total_cmp(&key(b))
-        })
+    crate::fleet::derived::battery_estimate(st.store.as_ref(), device, now_ms)
 }
 
 pub fn view(id: &str, d: &Device, st: &State, now_ms: i64, detail: bool) -> DeviceView {
