@@ -132,9 +132,13 @@ pub struct ServerArgs {
     /// more are refused [default: 10000].
     #[arg(long, env = "FLEETMON_MAX_SERIES_PER_DEVICE")]
     pub max_series_per_device: Option<usize>,
-    /// Temperature limits per device model (TOML; see docs/health.md).
+    /// Temperature and link-capacity limits per device model (TOML; see docs/health.md).
     #[arg(long, env = "FLEETMON_DEVICE_LIMITS")]
     pub device_limits: Option<PathBuf>,
+    /// Tags (site, group, model, ...) by device id or id pattern (TOML; see docs/health.md);
+    /// tags set through the API win. Reloaded on SIGHUP.
+    #[arg(long, env = "FLEETMON_DEVICE_TAGS")]
+    pub device_tags: Option<PathBuf>,
     /// PromQL: how far back an instant selector looks for a sample [default: 5m].
     #[arg(long, env = "FLEETMON_QUERY_LOOKBACK", value_parser = parse_duration)]
     pub query_lookback: Option<Duration>,
@@ -371,6 +375,7 @@ impl ServerArgs {
             device_limits: self
                 .device_limits
                 .or_else(|| file.health.device_limits.clone()),
+            device_tags: self.device_tags.or_else(|| file.health.device_tags.clone()),
             query: fleetmon_promql::Options {
                 lookback_ms: i64::try_from(query_lookback.as_millis()).unwrap_or(i64::MAX),
                 max_samples: query_max_samples,

@@ -75,6 +75,9 @@ login_lockout = "15m"
 # Temperature limits per device model (see docs/health.md), if any; a device's
 # `temperature_max_celsius` tag wins over them.
 # device_limits = "/etc/fleetmon/device-limits.toml"
+# Tags by device id or id pattern (site, group, model, lat/lon, gateway, ...; see
+# docs/health.md); tags set through the API win. Reloaded on SIGHUP.
+# device_tags = "/etc/fleetmon/device-tags.toml"
 
 [alerting]
 # The built-in rule pack (docs/alerting.md): one rule per concern, default thresholds.
@@ -145,6 +148,7 @@ pub struct QuerySection {
 pub struct HealthSection {
     pub firmware_policy: Option<PathBuf>,
     pub device_limits: Option<PathBuf>,
+    pub device_tags: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -73,8 +73,10 @@ pub struct ServerConfig {
     pub tsdb: fleetmon_tsdb::Options,
     /// Minimum firmware versions and vulnerable ranges (a TOML file), if any.
     pub firmware_policy: Option<PathBuf>,
-    /// Temperature limits per model (a TOML file), if any.
+    /// Temperature and link-capacity limits per model (a TOML file), if any.
     pub device_limits: Option<PathBuf>,
+    /// Tags by device id or id pattern (a TOML file), if any; reloaded on SIGHUP.
+    pub device_tags: Option<PathBuf>,
     /// Most distinct series one device may have.
     pub max_series_per_device: usize,
     /// PromQL: lookback, most samples per query, timeout.
@@ -116,6 +118,7 @@ impl ServerConfig {
             tsdb: fleetmon_tsdb::Options::default(),
             firmware_policy: None,
             device_limits: None,
+            device_tags: None,
             max_series_per_device: state::DEFAULT_MAX_SERIES_PER_DEVICE,
             query: fleetmon_promql::Options::default(),
             derive_interval: Duration::from_secs(10),
@@ -198,6 +201,7 @@ pub struct Server {
     alerting: Arc<alerting::Alerting>,
     operators: Arc<operators::Operators>,
     setup_token: Option<String>,
+    device_tags: Option<PathBuf>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     wal_writer: Option<JoinHandle<()>>,
@@ -261,9 +265,14 @@ impl Server {
         if let Some(path) = &config.firmware_policy {
             state.firmware_policy = Some(fleet::firmware::Policy::load(path)?);
         }
+        if let Some(path) = &config.device_tags {
+            state
+                .registry_mut()
+                .set_tag_rules(fleet::tags::TagRules::load(path)?);
+        }
         let tags_path = config.data_dir.join("tags.json");
         for (id, tags) in fleet::tags::load(&tags_path)? {
-            state.registry_mut().entry(&id).tags = tags;
+            state.registry_mut().set_api_tags(&id, tags);
         }
         state.tags_path = Some(tags_path);
         let mut security = security::Security::new(
@@ -417,6 +426,7 @@ impl Server {
             alerting,
             operators,
             setup_token,
+            device_tags: config.device_tags.clone(),
             shutdown,
             tasks,
             wal_writer: Some(wal_writer),
@@ -444,6 +454,17 @@ impl Server {
     /// Re-reads the alert rule files and dispatcher settings (SIGHUP); alert state is kept.
     pub fn reload_rules(&self) -> Result<(), alerting::AlertingError> {
         self.alerting.reload()
+    }
+
+    /// Re-reads the device tags file (SIGHUP), if one is configured; every device's tags and
+    /// so the labels of its new samples follow. A file that does not parse changes nothing.
+    pub fn reload_device_tags(&self) -> Result<bool, fleet::tags::TagError> {
+        let Some(path) = &self.device_tags else {
+            return Ok(false);
+        };
+        let rules = fleet::tags::TagRules::load(path)?;
+        self.state.registry_mut().set_tag_rules(rules);
+        Ok(true)
     }
 
     pub fn alerting(&self) -> &Arc<alerting::Alerting> {

@@ -120,20 +120,20 @@ impl State {
         self.registry.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Replaces the tags of device `id` (registering it if never seen) and saves every
-    /// device's tags; on a failed save the old tags stay. Returns the device.
+    /// Replaces the API tags of device `id` (registering it if never seen) and saves every
+    /// device's API tags; on a failed save the old tags stay. Returns the device.
     pub fn set_tags(&self, id: &str, new: Tags) -> Result<Device, TagError> {
         tags::validate(&new)?;
         let mut registry = self.registry_mut();
-        let previous = std::mem::replace(&mut registry.entry(id).tags, new);
+        let previous = registry.set_api_tags(id, new);
         if let Some(path) = &self.tags_path {
             let all: BTreeMap<&str, &Tags> = registry
                 .iter()
-                .filter(|(_, d)| !d.tags.is_empty())
-                .map(|(k, d)| (k.as_str(), &d.tags))
+                .filter(|(_, d)| !d.api_tags.is_empty())
+                .map(|(k, d)| (k.as_str(), &d.api_tags))
                 .collect();
             if let Err(e) = tags::save(path, &all) {
-                registry.entry(id).tags = previous;
+                registry.set_api_tags(id, previous);
                 return Err(e);
             }
         }
