@@ -90,6 +90,10 @@ pub struct ServerArgs {
     /// (conventionally port 8883; off unless set).
     #[arg(long, env = "FLEETMON_MQTT_TLS_LISTEN", value_parser = parse_addr)]
     pub mqtt_tls_listen: Option<SocketAddr>,
+    /// HTTPS: the API, ingest, enrolment and dashboard over TLS with the server certificate
+    /// (conventionally port 8443; off unless set).
+    #[arg(long, env = "FLEETMON_HTTPS_LISTEN", value_parser = parse_addr)]
+    pub https_listen: Option<SocketAddr>,
     /// Allow plaintext MQTT or HTTP on an address other than loopback.
     #[arg(long, env = "FLEETMON_ALLOW_PLAINTEXT")]
     pub allow_plaintext: bool,
@@ -220,6 +224,10 @@ impl ServerArgs {
         let mqtt_tls_listen = match self.mqtt_tls_listen {
             Some(a) => Some(a),
             None => from_file_addr("server.mqtt_tls_listen", &srv.mqtt_tls_listen)?,
+        };
+        let https_listen = match self.https_listen {
+            Some(a) => Some(a),
+            None => from_file_addr("server.https_listen", &srv.https_listen)?,
         };
         let sec = &file.security;
         let cert_expiry_warning = match self.cert_expiry_warning {
@@ -385,6 +393,7 @@ impl ServerArgs {
             alerting,
             derive_interval: self.derive_interval.unwrap_or(defaults.derive_interval),
             mqtt_tls_listen,
+            https_listen,
             ca_dir: Some(
                 self.ca_dir
                     .or_else(|| sec.ca_dir.clone())

@@ -24,6 +24,9 @@ mqtt_listen = "127.0.0.1:1883"
 # MQTT over mutual TLS: devices prove themselves with a certificate of the built-in CA
 # (see docs/security.md). Off unless set.
 # mqtt_tls_listen = "0.0.0.0:8883"
+# HTTPS: the API, ingest, enrolment and dashboard over TLS with the same server certificate.
+# Off unless set.
+# https_listen = "0.0.0.0:8443"
 # Plaintext MQTT or HTTP on an address other than loopback is refused unless this is true.
 allow_plaintext = false
 # A device that only uses HTTP is offline once its last batch is older than this.
@@ -158,6 +161,7 @@ pub struct ServerSection {
     pub http_listen: Option<String>,
     pub mqtt_listen: Option<String>,
     pub mqtt_tls_listen: Option<String>,
+    pub https_listen: Option<String>,
     pub allow_plaintext: Option<bool>,
     pub offline_after: Option<String>,
     pub missing_grace: Option<String>,

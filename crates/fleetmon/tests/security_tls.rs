@@ -58,6 +58,7 @@ struct Setup {
     ca_dir: PathBuf,
     server: ServerProcess,
     tls: SocketAddr,
+    https: SocketAddr,
 }
 
 impl Setup {
@@ -68,6 +69,7 @@ impl Setup {
         ca(&ca_dir, &["server-cert"]);
         ca(&ca_dir, &["issue", "pi-1"]);
         let tls = free_addr();
+        let https = free_addr();
         let server = start_server(
             &dir.path().join("data"),
             free_addr(),
@@ -77,6 +79,8 @@ impl Setup {
                 ca_dir.to_str().expect("utf-8 path"),
                 "--mqtt-tls-listen",
                 &tls.to_string(),
+                "--https-listen",
+                &https.to_string(),
             ],
         );
         Setup {
@@ -84,6 +88,7 @@ impl Setup {
             ca_dir,
             server,
             tls,
+            https,
         }
     }
 
@@ -621,6 +626,92 @@ fn plaintext_beyond_loopback_is_refused_without_allow_plaintext() {
         err.contains("--allow-plaintext") && err.contains("0.0.0.0:0"),
         "{err}"
     );
+}
+
+/// One HTTP/1.1 request over TLS (verified against `ca`); the status and body.
+fn https_request(addr: SocketAddr, ca: &Path, request: &str) -> Result<(u16, String), String> {
+    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let conn =
+        rustls::ClientConnection::new(client_config(ca, None), name).map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(request.as_bytes())
+        .and_then(|()| tls.flush())
+        .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    match tls.read_to_end(&mut response) {
+        Ok(_) => {}
+        // The server closes without close_notify after `Connection: close`: what was read counts.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no HTTP status in {text:?}"))?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    Ok((status, body))
+}
+
+#[test]
+fn the_api_and_ingest_are_served_over_https() {
+    let s = Setup::new();
+    let get_req =
+        |path: &str| format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let (status, body) =
+        https_request(s.https, &s.ca_pem(), &get_req("/healthz")).expect("HTTPS request");
+    assert_eq!(status, 200, "{body}");
+
+    // Ingest over HTTPS: acknowledged and stored.
+    let payload = String::from_utf8(batch("https-dev", 1)).expect("utf-8");
+    let post = format!(
+        "POST /api/v1/ingest HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    );
+    let (status, body) = https_request(s.https, &s.ca_pem(), &post).expect("HTTPS ingest");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(batches_received(&s.server, "https-dev"), 1);
+    let (status, body) = https_request(s.https, &s.ca_pem(), &get_req("/api/v1/devices/https-dev"))
+        .expect("HTTPS API");
+    assert_eq!(status, 200);
+    assert!(body.contains("\"batches_received\":1"), "{body}");
+
+    // A client that does not trust our CA refuses the server; plain HTTP on the HTTPS port
+    // gets no HTTP answer; the listener keeps serving afterwards.
+    let other = tempfile::tempdir().expect("temp dir");
+    ca(&other.path().join("ca"), &["init"]);
+    let e = https_request(
+        s.https,
+        &other.path().join("ca/ca.pem"),
+        &get_req("/healthz"),
+    )
+    .expect_err("an unknown server certificate is refused");
+    assert!(
+        e.contains("certificate") || e.contains("UnknownIssuer"),
+        "{e}"
+    );
+    let mut plain = TcpStream::connect(s.https).expect("connect");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    plain
+        .write_all(get_req("/healthz").as_bytes())
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("200 OK"),
+        "plain HTTP was served on the HTTPS port"
+    );
+    // A client that connects and says nothing does not block the next.
+    let _silent = TcpStream::connect(s.https).expect("connect");
+    let (status, _) =
+        https_request(s.https, &s.ca_pem(), &get_req("/healthz")).expect("HTTPS request");
+    assert_eq!(status, 200);
 }
 
 #[test]

@@ -89,6 +89,9 @@ pub struct ServerConfig {
     pub alerting: alerting::AlertingConfig,
     /// Where devices connect with MQTT over mutual TLS (off when unset).
     pub mqtt_tls_listen: Option<SocketAddr>,
+    /// Where the HTTP API, ingest, enrolment and dashboard are served over TLS (off when
+    /// unset), with the same server certificate.
+    pub https_listen: Option<SocketAddr>,
     /// The built-in CA's directory: client CA of the TLS listener, revocation list,
     /// enrolment. Used when it holds a CA.
     pub ca_dir: Option<PathBuf>,
@@ -125,6 +128,7 @@ impl ServerConfig {
             forecast_interval: Duration::from_secs(300),
             alerting: alerting::AlertingConfig::default(),
             mqtt_tls_listen: None,
+            https_listen: None,
             ca_dir: None,
             tls_cert: None,
             tls_key: None,
@@ -197,6 +201,7 @@ pub struct Server {
     http_addr: SocketAddr,
     mqtt_addr: SocketAddr,
     mqtt_tls_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
     state: Arc<State>,
     alerting: Arc<alerting::Alerting>,
     operators: Arc<operators::Operators>,
@@ -283,31 +288,38 @@ impl Server {
         security.ca = config.ca_dir.as_ref().map(CaDir::new).filter(CaDir::exists);
         let security = Arc::new(security);
         state.security = Arc::clone(&security);
-        let tls = match config.mqtt_tls_listen {
-            None => None,
-            Some(addr) => {
-                let ca = match (&security.ca, &config.ca_dir) {
-                    (Some(ca), _) => ca.clone(),
-                    (None, dir) => {
-                        let dir = dir.clone().unwrap_or_else(|| PathBuf::from("fleetmon-ca"));
-                        return Err(security::ca::CaError::NotInitialised(dir).into());
-                    }
-                };
-                let cert = config
-                    .tls_cert
-                    .clone()
-                    .unwrap_or_else(|| ca.server_cert_path());
-                let key = config
-                    .tls_key
-                    .clone()
-                    .unwrap_or_else(|| ca.server_key_path());
-                if !cert.is_file() {
-                    return Err(ServerError::NoServerCert(cert));
+        let ca_dir = || match (&security.ca, &config.ca_dir) {
+            (Some(ca), _) => Ok(ca.clone()),
+            (None, dir) => {
+                let dir = dir.clone().unwrap_or_else(|| PathBuf::from("fleetmon-ca"));
+                Err(security::ca::CaError::NotInitialised(dir))
+            }
+        };
+        // The server certificate, shared by MQTT over TLS and HTTPS.
+        let server_cert = if config.mqtt_tls_listen.is_some() || config.https_listen.is_some() {
+            let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+                (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+                (cert, key) => {
+                    let ca = ca_dir()?;
+                    (
+                        cert.clone().unwrap_or_else(|| ca.server_cert_path()),
+                        key.clone().unwrap_or_else(|| ca.server_key_path()),
+                    )
                 }
+            };
+            if !cert.is_file() {
+                return Err(ServerError::NoServerCert(cert));
+            }
+            Some(Arc::new(security::tls::ReloadingCert::load(&cert, &key)?))
+        } else {
+            None
+        };
+        let tls = match (config.mqtt_tls_listen, &server_cert) {
+            (Some(addr), Some(cert)) => {
+                let ca = ca_dir()?;
                 let tls = Arc::new(DeviceTls::new(
                     &ca.ca_cert_path(),
-                    &cert,
-                    &key,
+                    Arc::clone(cert),
                     Arc::clone(&security),
                 )?);
                 let listener =
@@ -320,6 +332,26 @@ impl Server {
                         })?;
                 Some((listener, tls))
             }
+            _ => None,
+        };
+        let https =
+            match config.https_listen {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(
+                    |source| ServerError::Bind {
+                        what: "HTTPS",
+                        addr,
+                        source,
+                    },
+                )?),
+                None => None,
+            };
+        let https_addr = match &https {
+            Some(l) => Some(bound(
+                l.local_addr(),
+                "HTTPS",
+                config.https_listen.unwrap_or(http_addr),
+            )?),
+            None => None,
         };
         let mqtt_tls_addr = match &tls {
             Some((l, _)) => Some(bound(
@@ -350,7 +382,8 @@ impl Server {
         )?);
 
         let mut auth = config.auth.clone();
-        auth.require_login |= !http_addr.ip().is_loopback();
+        auth.require_login |=
+            !http_addr.ip().is_loopback() || https_addr.is_some_and(|a| !a.ip().is_loopback());
         let operators = Arc::new(operators::Operators::new(
             &config.data_dir,
             auth,
@@ -375,16 +408,12 @@ impl Server {
         let mut tasks = JoinSet::new();
         let ctx = Arc::new(mqtt::Context::new(Arc::clone(&state), ingest.clone()));
         tasks.spawn(mqtt::serve(mqtt, Arc::clone(&ctx), shutdown_rx.clone()));
-        let server_cert = match tls {
-            Some((listener, tls)) => {
-                tasks.spawn(mqtt::serve(listener, ctx, shutdown_rx.clone()));
-                Some(Arc::clone(tls.server_cert()))
-            }
-            None => None,
-        };
+        if let Some((listener, _)) = tls {
+            tasks.spawn(mqtt::serve(listener, ctx, shutdown_rx.clone()));
+        }
         tasks.spawn(security::watch(
             Arc::clone(&security),
-            server_cert,
+            server_cert.clone(),
             shutdown_rx.clone(),
         ));
         let app = http::router(http::AppState {
@@ -394,6 +423,28 @@ impl Server {
             operators: Arc::clone(&operators),
             shutdown: shutdown_rx.clone(),
         });
+        if let (Some(tcp), Some(cert)) = (https, server_cert) {
+            use axum::serve::ListenerExt;
+            let listener = http::https::HttpsListener::start(tcp, cert, shutdown_rx.clone())
+                .map_err(|source| ServerError::Bind {
+                    what: "HTTPS",
+                    addr: https_addr.unwrap_or(http_addr),
+                    source,
+                })?
+                // Tapping makes the connection's peer address the handlers' `ConnectInfo`.
+                .tap_io(|_| {});
+            let app = app.clone();
+            let mut https_shutdown = shutdown_rx.clone();
+            tasks.spawn(async move {
+                let app = app.into_make_service_with_connect_info::<SocketAddr>();
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                    let _ = https_shutdown.changed().await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "HTTPS server failed");
+                }
+            });
+        }
         let mut http_shutdown = shutdown_rx;
         tasks.spawn(async move {
             let app = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -417,11 +468,12 @@ impl Server {
             config.forecast_interval,
             shutdown.subscribe(),
         ));
-        tracing::info!(%http_addr, %mqtt_addr, ?mqtt_tls_addr, data_dir = %config.data_dir.display(), "fleetmon server listening");
+        tracing::info!(%http_addr, ?https_addr, %mqtt_addr, ?mqtt_tls_addr, data_dir = %config.data_dir.display(), "fleetmon server listening");
         Ok(Server {
             http_addr,
             mqtt_addr,
             mqtt_tls_addr,
+            https_addr,
             state,
             alerting,
             operators,
@@ -445,6 +497,11 @@ impl Server {
     /// The devices' mutual-TLS MQTT address, when configured.
     pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
         self.mqtt_tls_addr
+    }
+
+    /// Where the HTTP API is served over TLS, if it is.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     pub fn state(&self) -> &Arc<State> {

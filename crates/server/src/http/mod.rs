@@ -15,6 +15,7 @@ pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod https;
 pub mod list;
 pub mod live;
 pub mod login;
