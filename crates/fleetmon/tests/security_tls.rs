@@ -70,19 +70,9 @@ impl Setup {
         ca(&ca_dir, &["issue", "pi-1"]);
         let tls = free_addr();
         let https = free_addr();
-        let server = start_server(
-            &dir.path().join("data"),
-            free_addr(),
-            free_addr(),
-            &[
-                "--ca-dir",
-                ca_dir.to_str().expect("utf-8 path"),
-                "--mqtt-tls-listen",
-                &tls.to_string(),
-                "--https-listen",
-                &https.to_string(),
-            ],
-        );
+        let args = Self::args(&ca_dir, tls, https);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = start_server(&dir.path().join("data"), free_addr(), free_addr(), &args);
         Setup {
             dir,
             ca_dir,
@@ -90,6 +80,26 @@ impl Setup {
             tls,
             https,
         }
+    }
+
+    fn args(ca_dir: &Path, tls: SocketAddr, https: SocketAddr) -> Vec<String> {
+        vec![
+            "--ca-dir".to_owned(),
+            ca_dir.to_str().expect("utf-8 path").to_owned(),
+            "--mqtt-tls-listen".to_owned(),
+            tls.to_string(),
+            "--https-listen".to_owned(),
+            https.to_string(),
+        ]
+    }
+
+    /// `kill -9`, then the server again on the same data directory and addresses.
+    fn restart_after_kill9(&mut self) {
+        self.server.kill9();
+        let args = Self::args(&self.ca_dir, self.tls, self.https);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (http, mqtt) = (self.server.http, self.server.mqtt);
+        self.server = start_server(&self.dir.path().join("data"), http, mqtt, &args);
     }
 
     fn ca_pem(&self) -> PathBuf {
@@ -345,7 +355,7 @@ fn a_device_certificate_sends_batches_that_are_stored() {
 
 #[test]
 fn handshakes_without_a_good_certificate_are_refused_and_recorded() {
-    let s = Setup::new();
+    let mut s = Setup::new();
     // No client certificate at all.
     let refused = Mqtts::connect(s.tls, &s.ca_pem(), None, "pi-1");
     assert!(refused.is_err());
@@ -402,6 +412,19 @@ fn handshakes_without_a_good_certificate_are_refused_and_recorded() {
     }
     let (status, _) = get(&s.server.url("/api/v1/events?kind=nonsense"));
     assert_eq!(status, 400);
+
+    // The events are journalled (about once a second) and listed again after a kill -9.
+    let before = s.events("");
+    std::thread::sleep(Duration::from_millis(1500));
+    s.restart_after_kill9();
+    let after = s.events("");
+    let kinds = |events: &[Value]| -> Vec<(Value, Value)> {
+        events
+            .iter()
+            .map(|e| (e["id"].clone(), e["kind"].clone()))
+            .collect()
+    };
+    assert_eq!(kinds(&after), kinds(&before));
 }
 
 #[test]

@@ -281,7 +281,14 @@ impl Server {
         }
         state.tags_path = Some(tags_path);
         let mut security = security::Security::new(
-            security::events::Events::new(state.telemetry.security_events.clone()),
+            security::events::Events::open(
+                state.telemetry.security_events.clone(),
+                &config.data_dir.join("security"),
+            )
+            .map_err(|source| ServerError::DataDir {
+                path: config.data_dir.join("security"),
+                source,
+            })?,
             Arc::clone(&state.clock),
         );
         security.expiry_warning_ms = ms(config.cert_expiry_warning);
