@@ -132,6 +132,29 @@ fn a_collection_round_trips_within_16_bytes_a_sample() {
     assert!(frame.len() * 2 < codec::encode_protobuf(&b).len());
 }
 
+#[test]
+fn the_worked_example_of_the_docs_is_these_bytes() {
+    // docs/protocol.md, "Example".
+    let b = Batch {
+        device: "d1".into(),
+        boot_id: "b".into(),
+        seq: 7,
+        sent_at_ms: 1_700_000_000_002,
+        dropped_before: 0,
+        samples: vec![
+            Sample::new("load1", 1_700_000_000_000, 0.52),
+            Sample::new("temperature_celsius", 1_700_000_000_000, 21.0)
+                .with_label("sensor", "probe"),
+        ],
+    };
+    let hex: Vec<String> = encode(&b).iter().map(|x| format!("{x:02x}")).collect();
+    assert_eq!(
+        hex.join(" "),
+        "02 64 31 01 62 07 84 a0 ab fe f9 62 00 34 01 05 70 72 6f 62 65 02 02 18 01 02 33 34 01 02 03 15 68 2a"
+    );
+    assert_eq!(round_trip(&b), b);
+}
+
 /// The value column of a one-sample body: (kind, payload bytes).
 fn value_form(v: f64) -> (u8, Vec<u8>) {
     let mut out = Vec::new();
