@@ -106,6 +106,15 @@ fn the_agent_sends_version_2_and_the_server_stores_it_exactly() {
         let spool = Spool::open(spool_dir.path(), 16 << 20).expect("spool opens");
         spool.read(1).expect("spool read").expect("batch 1")
     };
+    // (A version 2 frame whose body is cut short is refused, saying what was wrong.)
+    let body = &first[8..first.len() - 3];
+    let mut cut = b"FMB\x02".to_vec();
+    cut.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    cut.extend_from_slice(body);
+    let (status, answer) = post(&server.url("/api/v1/ingest"), &cut);
+    assert_eq!(status, 400, "{answer}");
+    let error = answer["error"].as_str().expect("an error message");
+    assert!(error.contains("columnar (v2) body"), "{error}");
     let (status, answer) = post(&server.url("/api/v1/ingest"), &first);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["status"], "stored");
