@@ -11,6 +11,8 @@
 //! - [`mqtt`]: the MQTT 3.1.1 endpoint — sessions, broker (retained, wills, subscriptions).
 //! - [`operators`]: operator accounts, roles, TOTP, sessions, API tokens, login throttling,
 //!   the audit log.
+//! - [`ratelimit`]: abuse limits — message rate per device, connections per address and in
+//!   all.
 //! - [`http`]: REST API, ingest, `/metrics`, `/healthz`, the page at `/`.
 //! - [`alerting`]: rules, dispatcher, notification outbox.
 //! - [`ingest`]: dedupe by `(device, seq)`, WAL group commit, then visibility, then the ack.
@@ -31,6 +33,7 @@ pub mod ingest;
 pub mod listener;
 pub mod mqtt;
 pub mod operators;
+pub mod ratelimit;
 pub mod security;
 pub mod state;
 pub mod store;
@@ -79,6 +82,13 @@ pub struct ServerConfig {
     pub device_tags: Option<PathBuf>,
     /// Most distinct series one device may have.
     pub max_series_per_device: usize,
+    /// Messages per second (and burst) one device may send, over MQTT and HTTP together;
+    /// `None`: no limit.
+    pub device_rate: Option<ratelimit::Rate>,
+    /// MQTT connections in all and per source address, new connections per address.
+    pub connections: ratelimit::ConnectionLimits,
+    /// An MQTT connection that sends no CONNECT within this is closed.
+    pub connect_timeout: Duration,
     /// PromQL: lookback, most samples per query, timeout.
     pub query: fleetmon_promql::Options,
     /// How often the derived series (`device_up`, integrity counters, ...) are written.
@@ -123,6 +133,9 @@ impl ServerConfig {
             device_limits: None,
             device_tags: None,
             max_series_per_device: state::DEFAULT_MAX_SERIES_PER_DEVICE,
+            device_rate: state::DEFAULT_DEVICE_RATE,
+            connections: ratelimit::ConnectionLimits::default(),
+            connect_timeout: mqtt::DEFAULT_CONNECT_TIMEOUT,
             query: fleetmon_promql::Options::default(),
             derive_interval: Duration::from_secs(10),
             forecast_interval: Duration::from_secs(300),
@@ -264,6 +277,7 @@ impl Server {
         state.missing_grace_ms = ms(config.missing_grace);
         state.query = config.query.clone();
         state.max_series_per_device = config.max_series_per_device;
+        state.device_rate = ratelimit::DeviceRate::new(config.device_rate);
         if let Some(path) = &config.device_limits {
             state.thresholds.limits = fleet::limits::Limits::load(path)?;
         }
@@ -413,7 +427,10 @@ impl Server {
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let ctx = Arc::new(mqtt::Context::new(Arc::clone(&state), ingest.clone()));
+        let ctx = Arc::new(
+            mqtt::Context::new(Arc::clone(&state), ingest.clone())
+                .with_limits(config.connections, config.connect_timeout),
+        );
         tasks.spawn(mqtt::serve(mqtt, Arc::clone(&ctx), shutdown_rx.clone()));
         if let Some((listener, _)) = tls {
             tasks.spawn(mqtt::serve(listener, ctx, shutdown_rx.clone()));

@@ -1,6 +1,7 @@
 //! Security events: what the server saw that an operator should know about — failed TLS
 //! handshakes, revoked certificates in use, topic ACL violations, one certificate used from
-//! two places, certificates about to expire, enrolments.
+//! two places, certificates about to expire, enrolments, devices and addresses over the abuse
+//! limits ([`crate::ratelimit`]).
 //!
 //! The newest [`CAPACITY`] events are kept in memory (`GET /api/v1/events`) and on disk
 //! ([`super::journal`], read back at start), every event is logged, and counters survive the
@@ -49,10 +50,14 @@ pub enum Kind {
     EnrolmentRefused,
     /// A device enrolled and got a certificate.
     Enrolled,
+    /// A device published faster than its message rate (reported once a minute at most).
+    RateLimited,
+    /// MQTT connections refused by the connection limits (once a minute per address).
+    ConnectionLimited,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::NoClientCertificate,
         Kind::UnknownCa,
         Kind::CertificateExpired,
@@ -63,6 +68,8 @@ impl Kind {
         Kind::CertificateExpiring,
         Kind::EnrolmentRefused,
         Kind::Enrolled,
+        Kind::RateLimited,
+        Kind::ConnectionLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +84,8 @@ impl Kind {
             Kind::CertificateExpiring => "certificate_expiring",
             Kind::EnrolmentRefused => "enrolment_refused",
             Kind::Enrolled => "enrolled",
+            Kind::RateLimited => "rate_limited",
+            Kind::ConnectionLimited => "connection_limited",
         }
     }
 
