@@ -72,6 +72,30 @@ login_backoff_after = 5
 login_lockout_after = 10
 login_lockout = "15m"
 
+[limits]
+# Abuse limits (docs/security.md, "Abuse limits"). Each is counted on /metrics and reported
+# as a security event at most once a minute per device or address.
+# Messages per second one device may send, MQTT and HTTP together, and how many at once
+# above that. Over it MQTT 5 gets PUBACK "quota exceeded" ("message rate too high"), MQTT
+# 3.1.1 is read no faster (never acknowledged and dropped), HTTP gets 429 with Retry-After.
+# 0 turns the limit off.
+device_message_rate = 200
+device_message_burst = 5000
+# Most distinct series (metric + labels) one device may have.
+max_series_per_device = 10000
+# Most MQTT connections open at once, in all and from one address (an IPv6 /64); 0: no limit.
+mqtt_max_connections = 100000
+mqtt_max_connections_per_address = 1000
+# New MQTT connections per second from one address, and how many at once above that. Faster
+# ones wait their turn (up to 5s); the rest are refused. 0 turns it off.
+mqtt_connection_rate = 50
+mqtt_connection_burst = 500
+# Loopback is exempt from the per-address limits (the simulator and `fleetmon demo` open
+# thousands of connections from 127.0.0.1) unless this is true.
+limit_loopback = false
+# A connection that sends no CONNECT within this is closed.
+mqtt_connect_timeout = "10s"
+
 [health]
 # Minimum firmware per model and vulnerable version ranges (see docs/health.md), if any.
 # firmware_policy = "/etc/fleetmon/firmware-policy.toml"
@@ -111,6 +135,22 @@ pub struct ConfigFile {
     pub alerting: AlertingSection,
     #[serde(default)]
     pub security: SecuritySection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub device_message_rate: Option<f64>,
+    pub device_message_burst: Option<f64>,
+    pub max_series_per_device: Option<usize>,
+    pub mqtt_max_connections: Option<usize>,
+    pub mqtt_max_connections_per_address: Option<usize>,
+    pub mqtt_connection_rate: Option<f64>,
+    pub mqtt_connection_burst: Option<f64>,
+    pub mqtt_connect_timeout: Option<String>,
+    pub limit_loopback: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
