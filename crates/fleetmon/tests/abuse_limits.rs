@@ -532,3 +532,66 @@ fn a_socket_without_connect_and_a_declared_oversized_packet_are_closed() {
     good.publish(&Topic::telemetry("good"), batch("good", 1), 1);
     assert!(matches!(good.recv(), Some(rumqttc::Packet::PubAck(_))));
 }
+
+fn wide_batch(device: &str, seq: u64, samples: usize, labels: usize) -> Vec<u8> {
+    let now = fleetmon_tsdb::db::system_clock();
+    fleetmon_protocol::encode_protobuf(&Batch {
+        device: device.into(),
+        boot_id: "b".into(),
+        seq,
+        sent_at_ms: now,
+        dropped_before: 0,
+        samples: (0..samples)
+            .map(|i| Sample {
+                metric: "temperature_celsius".into(),
+                labels: (0..labels)
+                    .map(|l| (format!("l{l}"), format!("{i}")))
+                    .collect(),
+                ts_ms: now + i as i64,
+                value: 1.0,
+            })
+            .collect(),
+    })
+}
+
+#[test]
+fn the_per_batch_sample_and_label_limits_hold_on_every_transport() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(dir.path(), free_addr(), free_addr(), &[]);
+    let ingest = server.url("/api/v1/ingest");
+    // 10,000 samples is the most a batch may have; one more is refused, naming both.
+    let (s, body) = common::post(&ingest, &wide_batch("w", 1, 10_000, 1));
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = common::post(&ingest, &wide_batch("w", 2, 10_001, 1));
+    assert_eq!(s, 400, "{body}");
+    let why = body["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("10001 samples") && why.contains("10000"),
+        "{why}"
+    );
+    let (s, body) = common::post(&ingest, &wide_batch("w", 3, 1, 33));
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("33 labels")),
+        "{body}"
+    );
+
+    // MQTT 5: "payload format invalid", the connection stays up.
+    let (mut c5, _) = Raw5::connect(server.mqtt, "w5");
+    c5.publish(&Topic::telemetry("w5"), wide_batch("w5", 1, 10_001, 0), 1);
+    assert_eq!(c5.puback().reason, p5::PubAckReason::PayloadFormatInvalid);
+    c5.publish(&Topic::telemetry("w5"), wide_batch("w5", 2, 10, 0), 2);
+    assert_eq!(c5.puback().reason, p5::PubAckReason::Success);
+    // MQTT 3.1.1: closed without an acknowledgement.
+    let mut c4 = RawClient::connect(server.mqtt, "w4");
+    c4.publish(&Topic::telemetry("w4"), wide_batch("w4", 1, 10_001, 0), 1);
+    assert_eq!(
+        c4.recv(),
+        None,
+        "a batch over the sample limit was acknowledged"
+    );
+    let w = server.device("w").expect("device w");
+    assert_eq!(w["batches_received"], 1, "{w}");
+}
