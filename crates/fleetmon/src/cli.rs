@@ -495,7 +495,7 @@ fn rate(
         && !(r.is_finite() && r >= 0.0)
     {
         bail!(
-            "{rate_flag} (or {rate_key}) {r}: expected a number of per second, 0 or more (0 turns the limit off)"
+            "{rate_flag} (or {rate_key}) {r}: expected a rate per second, 0 or more (0 turns the limit off)"
         );
     }
     if let Some(b) = burst
