@@ -21,6 +21,11 @@ pub struct RejectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolErrorLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SecurityLabels {
     pub kind: &'static str,
 }
@@ -44,6 +49,7 @@ pub struct Telemetry {
     pub mqtt_connections: Gauge,
     pub mqtt_connections_opened: Counter,
     pub mqtt_dropped_deliveries: Counter,
+    pub mqtt_protocol_errors: Family<ProtocolErrorLabels, Counter>,
     pub security_events: Family<SecurityLabels, Counter>,
     pub devices: Family<StatusLabels, Gauge>,
     pub store_series: Gauge,
@@ -75,6 +81,7 @@ impl Telemetry {
             mqtt_connections: Gauge::default(),
             mqtt_connections_opened: Counter::default(),
             mqtt_dropped_deliveries: Counter::default(),
+            mqtt_protocol_errors: Family::default(),
             security_events: Family::default(),
             devices: Family::default(),
             store_series: Gauge::default(),
@@ -139,6 +146,12 @@ impl Telemetry {
             "mqtt_dropped_deliveries",
             "Messages not delivered to a subscriber whose queue was full",
             t.mqtt_dropped_deliveries.clone(),
+        );
+        r.register(
+            "mqtt_protocol_errors",
+            "MQTT connections closed for breaking the protocol, by reason (malformed, too_large, \
+             not_connect_first, second_connect, truncated...)",
+            t.mqtt_protocol_errors.clone(),
         );
         r.register(
             "security_events",
