@@ -58,6 +58,6 @@ for t in "${targets[@]}"; do
 done
 
 printf '| %-16s | %7s | %12s | %8s | %7s | %6s |\n' target seconds executions exec/s crashes corpus
-printf '|%s|%s|%s|%s|%s|%s|\n' ------------------ ---------: -------------: ---------: ---------: --------:
+printf '%s\n' '|------------------|--------:|-------------:|---------:|--------:|-------:|'
 printf '%s\n' "${rows[@]}"
 exit "$failed"

@@ -179,6 +179,9 @@ def main():
             write("mqtt_packets", f"v{level}-{i}", bytes([version_byte]) + p)
         write("mqtt_packets", f"v{level}-session", bytes([version_byte]) + b"".join(packets))
     write("mqtt_connect", "mqtt31", b"\x10\x0c\x00\x06MQIsdp\x03\x02\x00\x3c")
+    # Found by this target (before the fix): an MQTT 5 PUBACK whose property length runs past
+    # the packet's end was taken for "wait for more" after the packet had been consumed.
+    write("mqtt_packets", "regression-v5-puback-property-length", b"\x01\x40\x04\x41\x00\xd6\xff\x00")
 
     # WAL: a series record, a samples record and a meta record, framed, as one segment; and
     # the bare payloads with their kind byte first.

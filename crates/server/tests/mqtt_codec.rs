@@ -413,6 +413,16 @@ fn regression_v5_property_length_past_the_packet_end_is_malformed() {
     assert_eq!(e.kind(), "malformed");
 }
 
+/// The input `fuzz/fuzz_targets/mqtt_packets.rs` found in its first second against the code
+/// before the fix above: an MQTT 5 PUBACK (packet id 0x4100, reason 0xd6) whose property
+/// length has its continuation bit set on the packet's last byte.
+#[test]
+fn regression_fuzz_v5_puback_property_length_past_the_packet_end() {
+    let bytes = [0x40, 0x04, 0x41, 0x00, 0xd6, 0xff, 0x00];
+    let e = err(Some(Version::V5), &bytes);
+    assert!(matches!(e, CodecError::FieldTruncated), "{e:?}");
+}
+
 /// rumqttc's 3.1.1 reader accepts an UNSUBSCRIBE with no topic filter (§3.10.3-2 forbids it).
 #[test]
 fn regression_an_unsubscribe_without_filters_is_refused() {
