@@ -13,6 +13,10 @@ use rumqttc::v5::mqttbytes::v5 as p5;
 const MAX: usize = 4096;
 
 /// What a client reads from `bytes`: one whole packet and nothing else.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one short-lived value per answer"
+)]
 enum Client {
     V4(rumqttc::Packet),
     V5(p5::Packet),
