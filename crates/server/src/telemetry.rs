@@ -52,6 +52,7 @@ pub struct Telemetry {
     pub mqtt_connections_refused: Family<ReasonLabels, Counter>,
     pub mqtt_connections_delayed: Counter,
     pub mqtt_dropped_deliveries: Counter,
+    pub mqtt_protocol_errors: Family<ReasonLabels, Counter>,
     pub security_events: Family<SecurityLabels, Counter>,
     pub devices: Family<StatusLabels, Gauge>,
     pub store_series: Gauge,
@@ -86,6 +87,7 @@ impl Telemetry {
             mqtt_connections_refused: Family::default(),
             mqtt_connections_delayed: Counter::default(),
             mqtt_dropped_deliveries: Counter::default(),
+            mqtt_protocol_errors: Family::default(),
             security_events: Family::default(),
             devices: Family::default(),
             store_series: Gauge::default(),
@@ -165,6 +167,12 @@ impl Telemetry {
             "mqtt_dropped_deliveries",
             "Messages not delivered to a subscriber whose queue was full",
             t.mqtt_dropped_deliveries.clone(),
+        );
+        r.register(
+            "mqtt_protocol_errors",
+            "MQTT connections closed for breaking the protocol, by reason (malformed, too_large, \
+             not_connect_first, second_connect, truncated...)",
+            t.mqtt_protocol_errors.clone(),
         );
         r.register(
             "security_events",

@@ -135,6 +135,37 @@ pub enum CodecError {
     TopicNotUtf8,
     #[error("a topic alias was used, but none was granted")]
     TopicAlias,
+    #[error("UNSUBSCRIBE names no topic filter")]
+    EmptyUnsubscribe,
+    #[error("packet ends inside a field (its remaining length is too short for its contents)")]
+    FieldTruncated,
+}
+
+impl CodecError {
+    /// A short stable name for counting protocol errors by kind (a metric label).
+    pub fn kind(&self) -> &'static str {
+        use m5::Error as E5;
+        use rumqttc::mqttbytes::Error as E4;
+        match self {
+            CodecError::Incomplete(_) => "incomplete",
+            CodecError::TooLarge { .. } => "too_large",
+            CodecError::UnsupportedProtocol { .. } => "protocol_version",
+            CodecError::TopicNotUtf8
+            | CodecError::V4(E4::TopicNotUtf8)
+            | CodecError::V5(E5::TopicNotUtf8 | E5::PayloadNotUtf8(_)) => "utf8",
+            CodecError::TopicAlias => "topic_alias",
+            CodecError::EmptyUnsubscribe
+            | CodecError::V4(E4::EmptySubscription)
+            | CodecError::V5(E5::EmptySubscription) => "empty_subscription",
+            CodecError::V4(E4::InvalidPacketType(_)) | CodecError::V5(E5::InvalidPacketType(_)) => {
+                "packet_type"
+            }
+            CodecError::V4(E4::InvalidQoS(_)) | CodecError::V5(E5::InvalidQoS(_)) => "qos",
+            CodecError::V4(E4::MalformedRemainingLength)
+            | CodecError::V5(E5::MalformedRemainingLength) => "remaining_length",
+            CodecError::FieldTruncated | CodecError::V4(_) | CodecError::V5(_) => "malformed",
+        }
+    }
 }
 
 /// Reads the first packet, which must be a CONNECT, choosing the codec by its protocol level.
@@ -187,10 +218,20 @@ fn frame(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, CodecError> {
 }
 
 /// Reads the next packet of a connection of `version`; `Ok(None)` when more bytes are needed.
+///
+/// Only a packet whose fixed header or body has not fully arrived waits for more. rumqttc's
+/// readers take the whole packet off `buf` first and may then report a field that runs past its
+/// end (an MQTT 5 property length, say) as "insufficient bytes" too: that packet is malformed,
+/// and waiting would read the next packet's bytes as its rest.
 pub fn read(version: Version, buf: &mut BytesMut, max: usize) -> Result<Option<In>, CodecError> {
+    let before = buf.len();
+    let consumed = |buf: &BytesMut| buf.len() != before;
     match version {
         Version::V4 => match P4::read(buf, max) {
-            Ok(p) => Ok(Some(from_v4(p))),
+            Ok(p) => from_v4(p).map(Some),
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) if consumed(buf) => {
+                Err(CodecError::FieldTruncated)
+            }
             Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
             Err(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size)) => {
                 Err(CodecError::TooLarge { size, max })
@@ -207,6 +248,9 @@ pub fn read(version: Version, buf: &mut BytesMut, max: usize) -> Result<Option<I
             let limit = u32::try_from(max).ok();
             match p5::Packet::read(buf, limit) {
                 Ok(p) => from_v5(p).map(Some),
+                Err(m5::Error::InsufficientBytes(_)) if consumed(buf) => {
+                    Err(CodecError::FieldTruncated)
+                }
                 Err(m5::Error::InsufficientBytes(_)) => Ok(None),
                 Err(m5::Error::PayloadSizeLimitExceeded { pkt_size, .. }) => {
                     Err(CodecError::TooLarge {
@@ -220,8 +264,8 @@ pub fn read(version: Version, buf: &mut BytesMut, max: usize) -> Result<Option<I
     }
 }
 
-fn from_v4(p: P4) -> In {
-    match p {
+fn from_v4(p: P4) -> Result<In, CodecError> {
+    Ok(match p {
         P4::Connect(c) => In::Connect(ConnectIn {
             version: Version::V4,
             client_id: c.client_id,
@@ -240,6 +284,8 @@ fn from_v4(p: P4) -> In {
             pkid: s.pkid,
             filters: s.filters.into_iter().map(|f| (f.path, f.qos)).collect(),
         },
+        // §3.10.3-2: at least one topic filter (rumqttc's reader lets an empty one through).
+        P4::Unsubscribe(u) if u.topics.is_empty() => return Err(CodecError::EmptyUnsubscribe),
         P4::Unsubscribe(u) => In::Unsubscribe {
             pkid: u.pkid,
             topics: u.topics,
@@ -251,7 +297,7 @@ fn from_v4(p: P4) -> In {
         P4::SubAck(_) => In::Unexpected("SUBACK"),
         P4::UnsubAck(_) => In::Unexpected("UNSUBACK"),
         P4::PingResp => In::Unexpected("PINGRESP"),
-    }
+    })
 }
 
 fn qos_from_v5(q: m5::QoS) -> QoS {
@@ -310,6 +356,9 @@ fn from_v5(p: p5::Packet) -> Result<In, CodecError> {
                 .map(|f| (f.path, qos_from_v5(f.qos)))
                 .collect(),
         },
+        p5::Packet::Unsubscribe(u) if u.filters.is_empty() => {
+            return Err(CodecError::EmptyUnsubscribe);
+        }
         p5::Packet::Unsubscribe(u) => In::Unsubscribe {
             pkid: u.pkid,
             topics: u.filters,

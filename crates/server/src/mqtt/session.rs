@@ -44,7 +44,7 @@ use crate::listener::{Connection, Established, Incoming};
 use crate::security::acl;
 use crate::security::events::Kind;
 use crate::security::live::Close;
-use crate::telemetry::RejectLabels;
+use crate::telemetry::{ReasonLabels, RejectLabels};
 
 /// How many packets may wait for the writer.
 const QUEUE: usize = 1024;
@@ -62,6 +62,8 @@ enum Job {
 
 enum ReadError {
     Closed,
+    /// Closed in the middle of a packet.
+    Truncated,
     Codec(CodecError),
     Io(std::io::Error),
 }
@@ -87,16 +89,24 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
         Ok(Ok(In::Connect(c))) => c,
         Ok(Ok(_)) => {
             tracing::warn!(%peer, "first packet was not CONNECT; closing");
+            protocol_error(&ctx, "not_connect_first");
             return;
         }
         Ok(Err(ReadError::Codec(e @ CodecError::UnsupportedProtocol { .. }))) => {
             tracing::warn!(%peer, error = %e, "CONNECT refused");
+            protocol_error(&ctx, e.kind());
             let refusal = Out::ConnAck(Some(ConnectRefusal::ProtocolVersion));
             let _ = write_out(&mut writer, Version::V4, refusal, max).await;
             return;
         }
         Ok(Err(ReadError::Codec(e))) => {
             tracing::warn!(%peer, error = %e, "malformed CONNECT; closing");
+            protocol_error(&ctx, e.kind());
+            return;
+        }
+        Ok(Err(ReadError::Truncated)) => {
+            tracing::debug!(%peer, "closed in the middle of its CONNECT");
+            protocol_error(&ctx, "truncated");
             return;
         }
         Ok(Err(_)) => return,
@@ -211,6 +221,11 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
         match packet {
             None => break Reason::KeepaliveExpired,
             Some(Err(ReadError::Closed)) => break Reason::ConnectionLost,
+            Some(Err(ReadError::Truncated)) => {
+                tracing::debug!(peer = %session.peer, client_id = %session.client_id, "closed in the middle of a packet");
+                protocol_error(&ctx, "truncated");
+                break Reason::ConnectionLost;
+            }
             Some(Err(ReadError::Io(e))) => {
                 tracing::debug!(peer = %session.peer, error = %e, "MQTT read failed");
                 break Reason::ConnectionLost;
@@ -218,6 +233,7 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
             Some(Err(ReadError::Codec(e))) => {
                 tracing::warn!(peer = %session.peer, client_id = %session.client_id, error = %e, "malformed MQTT packet; closing");
                 session.count_reject("mqtt_packet");
+                protocol_error(&ctx, e.kind());
                 break Reason::Rejected;
             }
             Some(Ok(p)) => {
@@ -348,12 +364,13 @@ impl Session {
             // Acknowledgements of what we delivered: delivery is at most once per connection.
             In::DeliveryAck => Ok(()),
             In::Connect(_) | In::Unexpected(_) => {
-                let what = match &packet {
-                    In::Unexpected(name) => name,
-                    _ => "a second CONNECT",
+                let (what, reason) = match &packet {
+                    In::Unexpected(name) => (*name, "server_packet"),
+                    _ => ("a second CONNECT", "second_connect"),
                 };
                 tracing::warn!(client_id = %self.client_id, packet = what, "protocol violation; closing");
                 self.count_reject("mqtt_packet");
+                protocol_error(&self.ctx, reason);
                 Err(Reason::Rejected)
             }
         }
@@ -551,6 +568,15 @@ impl Session {
     }
 }
 
+/// Counts a connection closed for breaking the protocol, by `reason`.
+fn protocol_error(ctx: &Context, reason: &'static str) {
+    ctx.state
+        .telemetry
+        .mqtt_protocol_errors
+        .get_or_create(&ReasonLabels { reason })
+        .inc();
+}
+
 /// Sends queued packets in order; acknowledgements wait for durability. Ends when the queue
 /// closes, the connection breaks, or storage fails (the batch must not be acknowledged).
 async fn write_loop(
@@ -615,7 +641,8 @@ async fn read_in(
             Ok(None) => {
                 buf.reserve(4096);
                 match reader.read_buf(buf).await {
-                    Ok(0) => return Err(ReadError::Closed),
+                    Ok(0) if buf.is_empty() => return Err(ReadError::Closed),
+                    Ok(0) => return Err(ReadError::Truncated),
                     Ok(_) => {}
                     Err(e) => return Err(ReadError::Io(e)),
                 }
