@@ -9,6 +9,7 @@
 # Reports server CPU and RSS per device, the simulator's CPU, RSS and lag (ticks it produced
 # late or held back), batches lost, the probe's latency percentiles and the load average.
 # Stops early when the server's RSS passes MAX_RSS_GIB (default 18), and says so.
+# SERVER_FLAGS adds flags to `fleetmon server` (e.g. --no-builtin-rules).
 # Usage: bench/fleet-load.sh [DEVICES] [INTERVAL] [DURATION] [DEVICES_PER_CONNECTION]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,11 +27,11 @@ cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)/hz}' "/proc/$1/
 
 http=$(port); mqtt=$(port)
 RUST_LOG=warn "$bin" server --data-dir "$work/data" --http-listen "127.0.0.1:$http" \
-  --mqtt-listen "127.0.0.1:$mqtt" >/dev/null 2>"$work/server.log" &
+  --mqtt-listen "127.0.0.1:$mqtt" ${SERVER_FLAGS:-} >/dev/null 2>"$work/server.log" &
 spid=$!
 until curl -sf "http://127.0.0.1:$http/healthz" >/dev/null; do sleep 0.1; done
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
-echo "load: $devices devices ($per_connection per MQTT connection), one batch every $interval, for $duration"
+echo "load: $devices devices ($per_connection per MQTT connection), one batch every $interval, for $duration; server flags: ${SERVER_FLAGS:-none}"
 echo "started $(date -u +%FT%TZ); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 "$bin" sim --mqtt "127.0.0.1:$mqtt" --devices "$devices" --interval "$interval" \
