@@ -21,7 +21,19 @@ max_rss_kib=$(( ${MAX_RSS_GIB:-18} * 1024 * 1024 ))
 bin=${FLEETMON_BIN:-${CARGO_TARGET_DIR:-target}/release/fleetmon}
 [ -n "${FLEETMON_BIN:-}" ] || cargo build --release -q -p fleetmon
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+# At the end: stop what was started and wait for it (a server with millions of series takes a
+# while to shut down), then SIGKILL whatever is still running after 30 s.
+stop_all() {
+  local pids; pids=$(jobs -p)
+  [ -n "$pids" ] && kill $pids 2>/dev/null
+  for _ in $(seq 60); do
+    kill -0 $pids 2>/dev/null || break
+    sleep 0.5
+  done
+  [ -n "$pids" ] && kill -9 $pids 2>/dev/null
+  rm -rf "$work"
+}
+trap 'stop_all || true' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)/hz}' "/proc/$1/stat"; }
 
