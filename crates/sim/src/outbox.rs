@@ -14,13 +14,14 @@
 //! `clean_session = true` and does not happen after a broker restart without persistence
 //! either. Publishes drained from the request channel at that moment are lost the same way.
 //!
-//! So the device keeps the truth here: every message waits in this outbox until its PUBACK.
+//! So the connection keeps the truth here: every message waits in this outbox until its
+//! PUBACK.
 //! Messages are handed to the event loop by pushing `Request::Publish` with a packet id chosen
 //! here (from `1..=window`, never one still unacknowledged) straight into
 //! `EventLoop::pending`, so `pkid → message` is known exactly, resends keep their batch's seq
 //! and status messages (which use packet ids too) are never mistaken for telemetry. When the
-//! connection is lost, everything unacknowledged goes back to the queue, in seq order, and is
-//! handed again (with DUP set) after the next CONNACK.
+//! connection is lost, everything unacknowledged goes back to the queue, in seq order (the
+//! devices taking turns), and is handed again (with DUP set) after the next CONNACK.
 //!
 //! # Injected faults
 //! Extra copies of acknowledged batches ([`Kind::Duplicate`]) and corrupted copies
