@@ -535,6 +535,11 @@ pub struct SimArgs {
     /// Number of simulated devices.
     #[arg(long, default_value_t = 10)]
     pub devices: usize,
+    /// Devices sharing one MQTT connection, as sensor nodes behind a gateway do (1: each its
+    /// own). The connection's first device is its client id and Last Will; plaintext only,
+    /// since a device certificate's ACL lets a connection publish for its own device alone.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub devices_per_connection: usize,
     /// Time between two batches of one device.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub interval: Duration,
@@ -616,6 +621,9 @@ impl SimArgs {
         if self.devices == 0 || self.devices > 100_000 {
             bail!("--devices {}: expected 1 to 100000", self.devices);
         }
+        if self.devices_per_connection == 0 {
+            bail!("--devices-per-connection 0: expected at least 1");
+        }
         if self.interval < Duration::from_millis(10) {
             bail!("--interval {:?}: expected at least 10ms", self.interval);
         }
@@ -636,6 +644,7 @@ impl SimArgs {
         Ok(SimOptions {
             mqtt: self.mqtt,
             devices: self.devices,
+            devices_per_connection: self.devices_per_connection,
             interval: self.interval,
             duration: self.duration,
             batches: self.batches,
@@ -740,6 +749,15 @@ mod sim_args_tests {
         assert!(sim(&[]).unwrap().faults.is_none());
         let err = sim(&["--loss", "1.5"]).unwrap_err();
         assert!(err.contains("not a probability"), "{err}");
+    }
+
+    #[test]
+    fn devices_per_connection_defaults_to_one() {
+        assert_eq!(sim(&[]).unwrap().devices_per_connection, 1);
+        let o = sim(&["--devices", "1000", "--devices-per-connection", "100"]).unwrap();
+        assert_eq!((o.devices_per_connection, o.connections()), (100, 10));
+        let err = sim(&["--devices-per-connection", "0"]).unwrap_err();
+        assert_eq!(err, "--devices-per-connection 0: expected at least 1");
     }
     #[test]
     fn a_scenario_file_is_read_and_checked() {

@@ -63,46 +63,7 @@ fn twenty_devices_every_batch_stored_once_then_offline() {
     assert_eq!(summary.devices.len(), DEVICES);
 
     for d in &summary.devices {
-        let (status, detail) = get(&format!("{base}/api/v1/devices/{}", d.device));
-        assert_eq!(status, 200);
-        let stored = common::seqs_of(&detail["seqs"]);
-        let acked: Vec<[u64; 2]> = d.acked_seqs.clone();
-        let sent: Vec<[u64; 2]> = d.sent_seqs.clone();
-        // Every acknowledged batch is stored; nothing is stored that was not sent.
-        for [a, b] in &acked {
-            for s in *a..=*b {
-                assert!(
-                    stored.contains(s),
-                    "{}: acknowledged seq {s} not stored",
-                    d.device
-                );
-            }
-        }
-        let sent_set = sent.iter().flat_map(|r| r[0]..=r[1]).collect::<Vec<_>>();
-        assert_eq!(
-            stored.iter().collect::<Vec<_>>(),
-            sent_set,
-            "{}: stored seqs differ from sent",
-            d.device
-        );
-        assert_eq!(detail["batches_received"].as_u64(), Some(stored.len()));
-
-        // Exactly once at the sample level: no timestamp twice in any series, and the count
-        // of stored samples equals what the device sent.
-        let (_, samples) = get(&format!("{base}/api/v1/samples?device={}", d.device));
-        let mut total = 0u64;
-        for series in samples["series"].as_array().unwrap() {
-            // What the server derives (device_up, anomaly scores...) is not what was sent.
-            if fleetmon_server::fleet::derived::is_derived(series["metric"].as_str().unwrap()) {
-                continue;
-            }
-            let points = series["points"].as_array().unwrap();
-            let mut ts: Vec<i64> = points.iter().map(|p| p[0].as_i64().unwrap()).collect();
-            ts.dedup();
-            assert_eq!(ts.len(), points.len(), "{}: a point stored twice", d.device);
-            total += points.len() as u64;
-        }
-        assert_eq!(total, d.samples_sent, "{}: stored sample count", d.device);
+        common::assert_stored_exactly_once(&base, d);
     }
     assert_eq!(summary.batches_acked, summary.batches_sent);
 

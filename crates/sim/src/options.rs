@@ -16,8 +16,11 @@ use crate::faults::Faults;
 pub struct SimOptions {
     /// `HOST:PORT` of the MQTT endpoint (a fleetmon server or any MQTT 3.1.1 broker).
     pub mqtt: String,
-    /// Number of simulated devices, each with its own MQTT connection.
+    /// Number of simulated devices.
     pub devices: usize,
+    /// Devices sharing one MQTT connection, as sensor nodes behind a gateway do (1: each
+    /// device has its own). See `connection.rs` for who speaks for whom.
+    pub devices_per_connection: usize,
     /// Time between two batches of one device.
     pub interval: Duration,
     /// Stop producing after this long (from the start of the run).
@@ -57,6 +60,7 @@ impl Default for SimOptions {
         Self {
             mqtt: "127.0.0.1:1883".to_owned(),
             devices: 10,
+            devices_per_connection: 1,
             interval: Duration::from_secs(10),
             duration: None,
             batches: None,
@@ -82,6 +86,11 @@ pub(crate) struct Endpoint {
 }
 
 impl SimOptions {
+    /// How many MQTT connections the fleet uses.
+    pub fn connections(&self) -> usize {
+        self.devices.div_ceil(self.devices_per_connection.max(1))
+    }
+
     /// The device id of device number `index`.
     pub fn device_id(&self, index: usize) -> String {
         format!("{}{index:05}", self.prefix)
@@ -92,6 +101,21 @@ impl SimOptions {
         let endpoint = parse_endpoint(&self.mqtt)?;
         if self.devices == 0 {
             return Err(invalid("devices", "must be at least 1".to_owned()));
+        }
+        if self.devices_per_connection == 0 {
+            return Err(invalid(
+                "devices_per_connection",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if self.devices_per_connection > 1 && self.faults.outage.is_some() {
+            return Err(invalid(
+                "outage",
+                format!(
+                    "needs one device per connection (devices_per_connection is {}): an outage drops a device's own connection",
+                    self.devices_per_connection
+                ),
+            ));
         }
         if self.interval.is_zero() {
             return Err(invalid(
@@ -201,5 +225,35 @@ mod tests {
             ..SimOptions::default()
         };
         assert!(zero_interval.validate().is_err());
+    }
+
+    #[test]
+    fn shared_connections_are_checked() {
+        let shared = SimOptions {
+            devices: 250,
+            devices_per_connection: 100,
+            ..SimOptions::default()
+        };
+        assert!(shared.validate().is_ok());
+        assert_eq!(shared.connections(), 3);
+        let none = SimOptions {
+            devices_per_connection: 0,
+            ..SimOptions::default()
+        };
+        assert_eq!(
+            none.validate().unwrap_err().to_string(),
+            "option `devices_per_connection`: must be at least 1"
+        );
+        let outage = SimOptions {
+            faults: Faults {
+                outage: Some(Duration::from_secs(10)),
+                ..Faults::default()
+            },
+            ..shared
+        };
+        assert_eq!(
+            outage.validate().unwrap_err().to_string(),
+            "option `outage`: needs one device per connection (devices_per_connection is 100): an outage drops a device's own connection"
+        );
     }
 }

@@ -1,5 +1,10 @@
-//! What one device has published and not yet had acknowledged, and which MQTT packet id
-//! stands for which batch.
+//! What one MQTT connection has published and not yet had acknowledged, and which packet id
+//! stands for which device's batch.
+//!
+//! A connection speaks for one device, or for several behind a gateway
+//! (`devices_per_connection`): each message names its *member* (the device's position on the
+//! connection), and each member's backlog is bounded on its own, while packet ids, the window
+//! and the rules below belong to the connection — one connection has one packet-id space.
 //!
 //! # Why the simulator assigns packet ids itself
 //! `rumqttc` 0.25 does not tell a caller which packet id a `publish` got; it only reports
@@ -9,13 +14,14 @@
 //! `clean_session = true` and does not happen after a broker restart without persistence
 //! either. Publishes drained from the request channel at that moment are lost the same way.
 //!
-//! So the device keeps the truth here: every message waits in this outbox until its PUBACK.
+//! So the connection keeps the truth here: every message waits in this outbox until its
+//! PUBACK.
 //! Messages are handed to the event loop by pushing `Request::Publish` with a packet id chosen
 //! here (from `1..=window`, never one still unacknowledged) straight into
 //! `EventLoop::pending`, so `pkid → message` is known exactly, resends keep their batch's seq
 //! and status messages (which use packet ids too) are never mistaken for telemetry. When the
-//! connection is lost, everything unacknowledged goes back to the queue, in seq order, and is
-//! handed again (with DUP set) after the next CONNACK.
+//! connection is lost, everything unacknowledged goes back to the queue, in seq order (the
+//! devices taking turns), and is handed again (with DUP set) after the next CONNACK.
 //!
 //! # Injected faults
 //! Extra copies of acknowledged batches ([`Kind::Duplicate`]) and corrupted copies
@@ -72,6 +78,8 @@ impl Kind {
 
 #[derive(Debug, Clone)]
 struct Message {
+    /// Which of the connection's devices it is from.
+    member: usize,
     kind: Kind,
     publish: Publish,
     /// Written to the network at least once (on any connection).
@@ -88,12 +96,13 @@ struct InFlight {
 /// What [`Outbox::written`] learned about a packet the event loop wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Written {
+    pub member: usize,
     pub kind: Kind,
     /// True the first time this message reaches the network, false for a resend.
     pub first: bool,
 }
 
-/// The unacknowledged messages of one device.
+/// The unacknowledged messages of one connection's devices.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     window: u16,
@@ -105,8 +114,10 @@ pub(crate) struct Outbox {
     /// Where the search for a free packet id starts, so ids rotate instead of being reused at
     /// once.
     next_pkid: u16,
-    /// Telemetry batches and extra copies not yet acknowledged.
-    unacked_telemetry: usize,
+    /// Telemetry batches and extra copies not yet acknowledged, per member.
+    unacked_telemetry: Vec<usize>,
+    /// Their sum.
+    unacked_total: usize,
     /// While set, only status messages are handed (the device is about to drop the
     /// connection, after its birth message).
     hold: bool,
@@ -115,27 +126,42 @@ pub(crate) struct Outbox {
 impl Outbox {
     /// At most `window` messages are handed to the event loop at once (and packet ids are
     /// `1..=window`, so the event loop's `inflight` option must be at least `window`); at most
-    /// `max_unacked` telemetry batches are held before [`Outbox::is_full`] says stop producing.
-    pub fn new(window: u16, max_unacked: usize) -> Self {
+    /// `max_unacked` telemetry batches of each of the `members` devices are held before
+    /// [`Outbox::is_full`] says stop producing.
+    pub fn new(window: u16, max_unacked: usize, members: usize) -> Self {
         Self {
             window: window.max(1),
             max_unacked,
             queue: VecDeque::new(),
             inflight: BTreeMap::new(),
             next_pkid: 1,
-            unacked_telemetry: 0,
+            unacked_telemetry: vec![0; members.max(1)],
+            unacked_total: 0,
             hold: false,
         }
     }
 
-    /// True when the backlog of unacknowledged batches is at its bound.
-    pub fn is_full(&self) -> bool {
-        self.unacked_telemetry >= self.max_unacked
+    /// True when `member`'s backlog of unacknowledged batches is at its bound.
+    pub fn is_full(&self, member: usize) -> bool {
+        self.unacked_telemetry.get(member).copied().unwrap_or(0) >= self.max_unacked
     }
 
-    /// Telemetry batches and extra copies not yet acknowledged (queued or in flight).
+    /// Telemetry batches and extra copies not yet acknowledged (queued or in flight), of all
+    /// members.
     pub fn unacked(&self) -> usize {
-        self.unacked_telemetry
+        self.unacked_total
+    }
+
+    fn count(&mut self, member: usize, add: bool) {
+        if let Some(n) = self.unacked_telemetry.get_mut(member) {
+            if add {
+                *n += 1;
+                self.unacked_total += 1;
+            } else {
+                *n -= 1;
+                self.unacked_total -= 1;
+            }
+        }
     }
 
     /// Messages handed to the event loop and not yet acknowledged.
@@ -149,9 +175,10 @@ impl Outbox {
     }
 
     /// Queues an extra copy of acknowledged batch `seq` behind the others.
-    pub fn push_duplicate(&mut self, seq: u64, publish: Publish) {
-        self.unacked_telemetry += 1;
+    pub fn push_duplicate(&mut self, member: usize, seq: u64, publish: Publish) {
+        self.count(member, true);
         self.queue.push_back(Message {
+            member,
             kind: Kind::Duplicate { seq },
             publish,
             written: false,
@@ -159,8 +186,9 @@ impl Outbox {
     }
 
     /// Queues a corrupted copy of batch `seq`; the batch itself is pushed right after.
-    pub fn push_corrupt(&mut self, seq: u64, publish: Publish) {
+    pub fn push_corrupt(&mut self, member: usize, seq: u64, publish: Publish) {
         self.queue.push_back(Message {
+            member,
             kind: Kind::Corrupt { seq },
             publish,
             written: false,
@@ -168,9 +196,10 @@ impl Outbox {
     }
 
     /// Queues a batch behind the others.
-    pub fn push_telemetry(&mut self, seq: u64, samples: u32, publish: Publish) {
-        self.unacked_telemetry += 1;
+    pub fn push_telemetry(&mut self, member: usize, seq: u64, samples: u32, publish: Publish) {
+        self.count(member, true);
         self.queue.push_back(Message {
+            member,
             kind: Kind::Telemetry { seq, samples },
             publish,
             written: false,
@@ -178,8 +207,9 @@ impl Outbox {
     }
 
     /// Queues a status message ahead of the batches: the birth message goes first.
-    pub fn push_status(&mut self, online: bool, publish: Publish) {
+    pub fn push_status(&mut self, member: usize, online: bool, publish: Publish) {
         self.queue.push_front(Message {
+            member,
             kind: Kind::Status { online },
             publish,
             written: false,
@@ -238,6 +268,7 @@ impl Outbox {
         let first = !entry.message.written;
         entry.message.written = true;
         Some(Written {
+            member: entry.message.member,
             kind: entry.message.kind,
             first,
         })
@@ -246,32 +277,39 @@ impl Outbox {
     /// A PUBACK for `pkid` arrived: the message is delivered and forgotten.
     #[cfg(test)]
     pub fn acked(&mut self, pkid: u16) -> Option<Kind> {
-        self.acked_publish(pkid).map(|(kind, _)| kind)
+        self.acked_publish(pkid).map(|(_, kind, _)| kind)
     }
 
-    /// Like [`Outbox::acked`], also giving back the message (to publish it once more).
-    pub fn acked_publish(&mut self, pkid: u16) -> Option<(Kind, Publish)> {
+    /// Like [`Outbox::acked`], also giving back the member and the message (to publish it
+    /// once more).
+    pub fn acked_publish(&mut self, pkid: u16) -> Option<(usize, Kind, Publish)> {
         let entry = self.inflight.remove(&pkid)?;
-        if entry.message.kind.is_batch() {
-            self.unacked_telemetry -= 1;
+        let Message {
+            member,
+            kind,
+            publish,
+            ..
+        } = entry.message;
+        if kind.is_batch() {
+            self.count(member, false);
         }
-        Some((entry.message.kind, entry.message.publish))
+        Some((member, kind, publish))
     }
 
-    /// The connection is gone: every unacknowledged batch goes back to the queue, oldest seq
-    /// first, to be handed again after the next CONNACK. Status messages are dropped; the
-    /// device queues a fresh one for the new connection. A corrupted copy that was handed is
+    /// The connection is gone: every unacknowledged batch goes back to the queue, each
+    /// member's batches in seq order, to be handed again after the next CONNACK. Status messages
+    /// are dropped; the connection queues fresh ones. A corrupted copy that was handed is
     /// dropped (it is never sent twice), and so is an extra copy that was written: the server
-    /// may or may not have counted it. Returns how many such extra copies were dropped.
-    pub fn connection_lost(&mut self) -> u64 {
-        let mut unconfirmed = 0usize;
+    /// may or may not have counted it. Returns the member of each such extra copy dropped.
+    pub fn connection_lost(&mut self) -> Vec<usize> {
+        let mut unconfirmed = Vec::new();
         let inflight = std::mem::take(&mut self.inflight)
             .into_values()
             .map(|f| f.message)
             .filter(|m| match m.kind {
                 Kind::Corrupt { .. } => false,
                 Kind::Duplicate { .. } if m.written => {
-                    unconfirmed += 1;
+                    unconfirmed.push(m.member);
                     false
                 }
                 _ => true,
@@ -280,10 +318,16 @@ impl Outbox {
             .chain(self.queue.drain(..))
             .filter(|m| !matches!(m.kind, Kind::Status { .. }))
             .collect();
-        batches.sort_by_key(|m| m.kind.resend_key());
+        // Seq first, so the members take turns; a corrupted copy stays right before its batch.
+        batches.sort_by_key(|m| {
+            let (seq, rank) = m.kind.resend_key();
+            (seq, m.member, rank)
+        });
         self.queue = batches.into();
-        self.unacked_telemetry -= unconfirmed;
-        unconfirmed as u64
+        for &member in &unconfirmed {
+            self.count(member, false);
+        }
+        unconfirmed
     }
 
     /// When the oldest written-but-unacknowledged message was written, if any.
@@ -326,10 +370,10 @@ mod tests {
     #[test]
     fn packet_ids_map_to_seqs_and_status_is_told_apart() {
         let now = Instant::now();
-        let mut o = Outbox::new(4, 100);
-        o.push_telemetry(1, 30, batch(1));
-        o.push_telemetry(2, 30, batch(2));
-        o.push_status(true, status(true));
+        let mut o = Outbox::new(4, 100, 1);
+        o.push_telemetry(0, 1, 30, batch(1));
+        o.push_telemetry(0, 2, 30, batch(2));
+        o.push_status(0, true, status(true));
         let handed = hand_all(&mut o);
         assert_eq!(handed.len(), 3);
         // The birth message goes first; ids are distinct.
@@ -350,9 +394,9 @@ mod tests {
     #[test]
     fn the_window_bounds_what_is_handed_and_ids_are_never_shared() {
         let now = Instant::now();
-        let mut o = Outbox::new(3, 100);
+        let mut o = Outbox::new(3, 100, 1);
         for seq in 1..=10 {
-            o.push_telemetry(seq, 1, batch(seq));
+            o.push_telemetry(0, seq, 1, batch(seq));
         }
         let mut acked = Vec::new();
         let mut outstanding: VecDeque<u16> = VecDeque::new();
@@ -379,10 +423,10 @@ mod tests {
     #[test]
     fn unacked_batches_are_resent_in_order_after_a_lost_connection() {
         let now = Instant::now();
-        let mut o = Outbox::new(8, 100);
-        o.push_status(true, status(true));
+        let mut o = Outbox::new(8, 100, 1);
+        o.push_status(0, true, status(true));
         for seq in 1..=5 {
-            o.push_telemetry(seq, 1, batch(seq));
+            o.push_telemetry(0, seq, 1, batch(seq));
         }
         let handed = hand_all(&mut o);
         for p in &handed[..4] {
@@ -392,9 +436,9 @@ mod tests {
         let pkid_of_2 = handed[2].pkid;
         assert_eq!(seq_of(o.acked(pkid_of_2)), Some(2));
         o.connection_lost();
-        o.push_telemetry(6, 1, batch(6));
+        o.push_telemetry(0, 6, 1, batch(6));
         assert_eq!(o.unacked(), 5);
-        o.push_status(true, status(true));
+        o.push_status(0, true, status(true));
         let again = hand_all(&mut o);
         let topics: Vec<&str> = again.iter().map(|p| p.topic.as_str()).collect();
         assert_eq!(topics[0], "fleetmon/v1/d/status");
@@ -412,23 +456,23 @@ mod tests {
 
     #[test]
     fn the_backlog_is_bounded() {
-        let mut o = Outbox::new(2, 3);
+        let mut o = Outbox::new(2, 3, 1);
         for seq in 1..=3 {
-            assert!(!o.is_full());
-            o.push_telemetry(seq, 1, batch(seq));
+            assert!(!o.is_full(0));
+            o.push_telemetry(0, seq, 1, batch(seq));
         }
-        assert!(o.is_full());
+        assert!(o.is_full(0));
         let p = o.next().unwrap();
         o.acked(p.pkid);
-        assert!(!o.is_full());
+        assert!(!o.is_full(0));
     }
 
     #[test]
     fn oldest_write_tracks_what_waits_for_an_ack() {
         let t0 = Instant::now();
-        let mut o = Outbox::new(4, 10);
-        o.push_telemetry(1, 1, batch(1));
-        o.push_telemetry(2, 1, batch(2));
+        let mut o = Outbox::new(4, 10, 1);
+        o.push_telemetry(0, 1, 1, batch(1));
+        o.push_telemetry(0, 2, 1, batch(2));
         let a = o.next().unwrap();
         let b = o.next().unwrap();
         assert_eq!(o.oldest_write(), None, "handed but not written yet");
@@ -452,12 +496,12 @@ mod tests {
     #[test]
     fn a_corrupted_copy_goes_alone_and_only_once() {
         let now = Instant::now();
-        let mut o = Outbox::new(8, 100);
-        o.push_status(true, status(true));
-        o.push_telemetry(1, 1, batch(1));
-        o.push_corrupt(2, batch(2));
-        o.push_telemetry(2, 1, batch(2));
-        o.push_telemetry(3, 1, batch(3));
+        let mut o = Outbox::new(8, 100, 1);
+        o.push_status(0, true, status(true));
+        o.push_telemetry(0, 1, 1, batch(1));
+        o.push_corrupt(0, 2, batch(2));
+        o.push_telemetry(0, 2, 1, batch(2));
+        o.push_telemetry(0, 3, 1, batch(3));
         // Up to the corrupted copy, then wait until nothing is in flight.
         let first = hand_all(&mut o);
         assert_eq!(
@@ -473,7 +517,7 @@ mod tests {
         let alone = hand_all(&mut o);
         assert_eq!(kinds(&alone, &mut o, now), [Kind::Corrupt { seq: 2 }]);
         // The server closes the connection: the copy is gone, the batch follows.
-        assert_eq!(o.connection_lost(), 0);
+        assert!(o.connection_lost().is_empty());
         let again = hand_all(&mut o);
         assert_eq!(
             kinds(&again, &mut o, now),
@@ -485,9 +529,9 @@ mod tests {
         assert!(again.iter().all(|p| !p.dup), "never written before");
 
         // A broker that acknowledges the corrupted copy lets the rest follow.
-        let mut o = Outbox::new(8, 100);
-        o.push_corrupt(1, batch(1));
-        o.push_telemetry(1, 1, batch(1));
+        let mut o = Outbox::new(8, 100, 1);
+        o.push_corrupt(0, 1, batch(1));
+        o.push_telemetry(0, 1, 1, batch(1));
         let alone = hand_all(&mut o);
         assert_eq!(alone.len(), 1);
         assert_eq!(o.acked(alone[0].pkid), Some(Kind::Corrupt { seq: 1 }));
@@ -498,19 +542,19 @@ mod tests {
     #[test]
     fn extra_copies_are_drained_and_dropped_when_their_fate_is_unknown() {
         let now = Instant::now();
-        let mut o = Outbox::new(8, 100);
-        o.push_duplicate(1, batch(1));
-        o.push_duplicate(2, batch(2));
+        let mut o = Outbox::new(8, 100, 1);
+        o.push_duplicate(0, 1, batch(1));
+        o.push_duplicate(0, 2, batch(2));
         assert_eq!(o.unacked(), 2, "the run waits for extra copies too");
         let handed = hand_all(&mut o);
         // Copy of 1 written, copy of 2 only handed; then the connection breaks.
         o.written(handed[0].pkid, now);
-        assert_eq!(o.connection_lost(), 1);
+        assert_eq!(o.connection_lost(), [0]);
         assert_eq!(o.unacked(), 1);
         let again = hand_all(&mut o);
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].payload[0], 2);
-        let (kind, publish) = o.acked_publish(again[0].pkid).unwrap();
+        let (_, kind, publish) = o.acked_publish(again[0].pkid).unwrap();
         assert_eq!(kind, Kind::Duplicate { seq: 2 });
         assert_eq!(publish.payload[0], 2);
         assert_eq!(o.unacked(), 0);
@@ -518,9 +562,9 @@ mod tests {
 
     #[test]
     fn holding_stops_handing_all_but_status() {
-        let mut o = Outbox::new(8, 100);
-        o.push_telemetry(1, 1, batch(1));
-        o.push_status(true, status(true));
+        let mut o = Outbox::new(8, 100, 1);
+        o.push_telemetry(0, 1, 1, batch(1));
+        o.push_status(0, true, status(true));
         o.hold(true);
         assert_eq!(o.next().unwrap().topic, "fleetmon/v1/d/status");
         assert!(o.next().is_none());

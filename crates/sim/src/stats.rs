@@ -22,12 +22,14 @@ pub(crate) struct Snapshot {
 }
 
 impl FleetStats {
-    pub fn connected(&self) {
-        self.connected.fetch_add(1, Ordering::Relaxed);
+    /// A connection carrying `devices` devices is up.
+    pub fn connected(&self, devices: u64) {
+        self.connected.fetch_add(devices, Ordering::Relaxed);
     }
 
-    pub fn disconnected(&self) {
-        self.connected.fetch_sub(1, Ordering::Relaxed);
+    /// A connection carrying `devices` devices is down.
+    pub fn disconnected(&self, devices: u64) {
+        self.connected.fetch_sub(devices, Ordering::Relaxed);
     }
 
     pub fn acked(&self) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use fleetmon_protocol::{Format, Limits, Topic, decode};
 use fleetmon_sim::{SimOptions, Summary, run};
 
-use common::{Broker, Subscriber, retained_statuses};
+use common::{Broker, Received, Subscriber, retained_statuses};
 
 fn options(broker: &Broker, devices: usize, batches: u64, format: Format) -> SimOptions {
     SimOptions {
@@ -55,47 +55,16 @@ fn assert_all_acknowledged(summary: &Summary, devices: usize, batches: u64) {
     assert_eq!(summary.batches_acked, devices as u64 * batches);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_batch_is_acknowledged_and_decodes() {
-    let broker = Broker::start();
-    let telemetry = Subscriber::start(&broker, "test-telemetry", "fleetmon/v1/+/telemetry").await;
-    let status = Subscriber::start(&broker, "test-status-live", "fleetmon/v1/+/status").await;
-    let (devices, batches) = (5, 10);
-
-    let summary = run(
-        options(&broker, devices, batches, Format::Protobuf),
-        std::future::pending(),
-    )
-    .await
-    .expect("run");
-    assert_all_acknowledged(&summary, devices, batches);
-    for d in &summary.devices {
-        assert_eq!(d.connections, 1);
-        assert_eq!(d.resends, 0);
-    }
-    let ids: Vec<&str> = summary.devices.iter().map(|d| d.device.as_str()).collect();
-    assert_eq!(
-        ids,
-        [
-            "sim-00000",
-            "sim-00001",
-            "sim-00002",
-            "sim-00003",
-            "sim-00004"
-        ]
-    );
-
-    // What the broker delivered is what the summary says was acknowledged.
-    let messages = telemetry
-        .wait_for(devices * batches as usize, Duration::from_secs(5))
-        .await;
+/// What the broker delivered is exactly what the summary says was acknowledged, each batch
+/// once, on its own device's topic, decoding to what the device produced.
+fn assert_delivered_once(summary: &Summary, messages: &[Received]) {
     let by_device: BTreeMap<&str, _> = summary
         .devices
         .iter()
         .map(|d| (d.device.as_str(), d))
         .collect();
     let mut seen = BTreeSet::new();
-    for m in &messages {
+    for m in messages {
         let (batch, format) = decode(&m.payload, &Limits::default()).expect("payload decodes");
         assert_eq!(format, Format::Protobuf);
         let topic = Topic::parse(&m.topic).expect("a fleetmon topic");
@@ -130,6 +99,43 @@ async fn every_batch_is_acknowledged_and_decodes() {
         })
         .collect();
     assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_batch_is_acknowledged_and_decodes() {
+    let broker = Broker::start();
+    let telemetry = Subscriber::start(&broker, "test-telemetry", "fleetmon/v1/+/telemetry").await;
+    let status = Subscriber::start(&broker, "test-status-live", "fleetmon/v1/+/status").await;
+    let (devices, batches) = (5, 10);
+
+    let summary = run(
+        options(&broker, devices, batches, Format::Protobuf),
+        std::future::pending(),
+    )
+    .await
+    .expect("run");
+    assert_all_acknowledged(&summary, devices, batches);
+    for d in &summary.devices {
+        assert_eq!(d.connections, 1);
+        assert_eq!(d.resends, 0);
+    }
+    let ids: Vec<&str> = summary.devices.iter().map(|d| d.device.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "sim-00000",
+            "sim-00001",
+            "sim-00002",
+            "sim-00003",
+            "sim-00004"
+        ]
+    );
+
+    // What the broker delivered is what the summary says was acknowledged.
+    let messages = telemetry
+        .wait_for(devices * batches as usize, Duration::from_secs(5))
+        .await;
+    assert_delivered_once(&summary, &messages);
 
     // Birth then goodbye, live; and `offline` is what stays retained.
     let live = status.wait_for(2 * devices, Duration::from_secs(5)).await;
@@ -143,6 +149,58 @@ async fn every_batch_is_acknowledged_and_decodes() {
     }
     let retained = retained_statuses(&broker, devices).await;
     assert_eq!(retained.len(), devices, "{retained:?}");
+    assert!(retained.values().all(|s| s == "offline"), "{retained:?}");
+}
+
+/// Gateway mode: 12 devices, 5 per connection (the last carries 2). Every batch is
+/// acknowledged and delivered once; only each connection's head (its first device, whose id
+/// is the client id) says online and offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_sharing_connections_deliver_every_batch_once() {
+    let broker = Broker::start();
+    let telemetry =
+        Subscriber::start(&broker, "test-gw-telemetry", "fleetmon/v1/+/telemetry").await;
+    let status = Subscriber::start(&broker, "test-gw-status", "fleetmon/v1/+/status").await;
+    let (devices, batches) = (12, 10);
+    let opts = SimOptions {
+        devices_per_connection: 5,
+        ..options(&broker, devices, batches, Format::Protobuf)
+    };
+    let summary = run(opts, std::future::pending()).await.expect("run");
+    assert_all_acknowledged(&summary, devices, batches);
+    for d in &summary.devices {
+        assert_eq!((d.connections, d.resends), (1, 0), "{}", d.device);
+    }
+    let messages = telemetry
+        .wait_for(devices * batches as usize, Duration::from_secs(5))
+        .await;
+    assert_delivered_once(&summary, &messages);
+    let heads = ["sim-00000", "sim-00005", "sim-00010"];
+    let live = status
+        .wait_for(2 * heads.len(), Duration::from_secs(5))
+        .await;
+    let topics: BTreeSet<&str> = live.iter().map(|m| m.topic.as_str()).collect();
+    let expected: BTreeSet<String> = heads
+        .iter()
+        .map(|h| format!("fleetmon/v1/{h}/status"))
+        .collect();
+    assert!(
+        topics
+            .iter()
+            .copied()
+            .eq(expected.iter().map(String::as_str)),
+        "only heads publish status: {topics:?}"
+    );
+    for head in heads {
+        let sequence: Vec<String> = live
+            .iter()
+            .filter(|m| m.topic == format!("fleetmon/v1/{head}/status"))
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+            .collect();
+        assert_eq!(sequence, ["online", "offline"], "{head}");
+    }
+    let retained = retained_statuses(&broker, heads.len()).await;
+    assert_eq!(retained.len(), heads.len(), "{retained:?}");
     assert!(retained.values().all(|s| s == "offline"), "{retained:?}");
 }
 

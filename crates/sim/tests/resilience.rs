@@ -14,11 +14,22 @@ use common::{Broker, retained_statuses};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_resend_everything_after_the_broker_is_killed() {
+    resend_everything_after_a_kill(5, 1).await;
+}
+
+/// The same with three devices behind each connection: every device's batches come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_sharing_connections_resend_everything_after_the_broker_is_killed() {
+    resend_everything_after_a_kill(6, 3).await;
+}
+
+async fn resend_everything_after_a_kill(devices: usize, devices_per_connection: usize) {
     let mut broker = Broker::start();
-    let (devices, batches) = (5, 60);
+    let batches = 60;
     let opts = SimOptions {
         mqtt: broker.addr(),
         devices,
+        devices_per_connection,
         interval: Duration::from_millis(50),
         duration: None,
         batches: Some(batches),
@@ -66,7 +77,9 @@ async fn devices_resend_everything_after_the_broker_is_killed() {
         assert!(d.clean_disconnect);
     }
     assert!(summary.all_acked());
-    let retained = retained_statuses(&broker, devices).await;
-    assert_eq!(retained.len(), devices, "{retained:?}");
+    // Only each connection's head publishes a status.
+    let heads = devices.div_ceil(devices_per_connection);
+    let retained = retained_statuses(&broker, heads).await;
+    assert_eq!(retained.len(), heads, "{retained:?}");
     assert!(retained.values().all(|s| s == "offline"), "{retained:?}");
 }

@@ -34,6 +34,19 @@ pub fn start_server(
 /// A `fleetmon sim` child process, killed when dropped.
 pub struct SimProcess(std::process::Child);
 
+impl From<std::process::Child> for SimProcess {
+    fn from(child: std::process::Child) -> Self {
+        Self(child)
+    }
+}
+
+impl SimProcess {
+    /// The exit status, once the process has ended.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().ok().flatten()
+    }
+}
+
 impl Drop for SimProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -82,6 +95,51 @@ pub fn seqs_of(ranges: &Value) -> SeqSet {
         }
     }
     set
+}
+
+/// Exactly once, for one simulated device: every acknowledged batch is stored, nothing is
+/// stored that was not sent, and at the sample level no timestamp is stored twice in any
+/// series and the count of stored samples equals what the device sent.
+pub fn assert_stored_exactly_once(base: &str, d: &fleetmon_sim::DeviceSummary) {
+    let (status, detail) = get(&format!("{base}/api/v1/devices/{}", d.device));
+    assert_eq!(status, 200, "{}: {detail}", d.device);
+    let stored = seqs_of(&detail["seqs"]);
+    for [a, b] in &d.acked_seqs {
+        for s in *a..=*b {
+            assert!(
+                stored.contains(s),
+                "{}: acknowledged seq {s} not stored",
+                d.device
+            );
+        }
+    }
+    let sent: Vec<u64> = d.sent_seqs.iter().flat_map(|r| r[0]..=r[1]).collect();
+    assert_eq!(
+        stored.iter().collect::<Vec<_>>(),
+        sent,
+        "{}: stored seqs differ from sent",
+        d.device
+    );
+    assert_eq!(detail["batches_received"].as_u64(), Some(stored.len()));
+
+    let (_, samples) = get(&format!("{base}/api/v1/samples?device={}", d.device));
+    let mut total = 0u64;
+    for series in samples["series"].as_array().expect("a series list") {
+        // What the server derives (device_up, anomaly scores...) is not what was sent.
+        let metric = series["metric"].as_str().expect("a metric name");
+        if fleetmon_server::fleet::derived::is_derived(metric) {
+            continue;
+        }
+        let points = series["points"].as_array().expect("points");
+        let mut ts: Vec<i64> = points
+            .iter()
+            .map(|p| p[0].as_i64().expect("a timestamp"))
+            .collect();
+        ts.dedup();
+        assert_eq!(ts.len(), points.len(), "{}: a point stored twice", d.device);
+        total += points.len() as u64;
+    }
+    assert_eq!(total, d.samples_sent, "{}: stored sample count", d.device);
 }
 
 /// A raw MQTT 3.1.1 client: just enough to see exactly what the server answers.
