@@ -200,7 +200,7 @@ mod tests {
         total += each;
         total += i.counts(0, GRACE);
         assert_eq!((total.missing, total.device_dropped), (u64::MAX, u64::MAX));
-        assert_eq!(total.received, 5);
+        assert_eq!(total.received, 6);
     }
 
     #[test]
