@@ -125,4 +125,4 @@ echo "| CPU s per 1000 collections | $(per1000 "$A_CPU" "$A_N") (collect, spool 
 echo "| collections measured | $A_N | $NE_N | $P_N | $S_N |"
 echo "| samples per collection | $((A_SAMPLES / A_N)) | $NE_SAMPLES | - | 6 |"
 echo "| stripped binary | $((AGENT_SIZE / 1024)) KiB | $((NE_SIZE / 1024)) KiB | - | - |"
-echo "| bytes per sample on the wire | $(awk -v b="$A_BYTES" -v s="$A_SAMPLES" 'BEGIN {printf "%.1f", b/s}') (protobuf batch) | $(awk -v b="$NE_BYTES" -v s="$NE_SAMPLES" 'BEGIN {printf "%.1f", b/s}') (text exposition) | - | - |"
+echo "| bytes per sample on the wire | $(awk -v b="$A_BYTES" -v s="$A_SAMPLES" 'BEGIN {printf "%.1f", b/s}') (columnar v2 frame) | $(awk -v b="$NE_BYTES" -v s="$NE_SAMPLES" 'BEGIN {printf "%.1f", b/s}') (text exposition) | - | - |"

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fleetmon_protocol::{Batch, Limits, Sample, ValidationError, encode_protobuf};
+use fleetmon_protocol::{Batch, Limits, Sample, ValidationError, encode_columnar};
 use tokio::time::{Instant, sleep_until};
 use tracing::{error, info, warn};
 
@@ -227,8 +227,10 @@ impl Agent {
         }
         let (device, boot_id) = (&self.config.device_id, &self.boot_id);
         let sent_at_ms = wall_clock_ms();
+        // Frame version 2 (columnar): about 8 to 12 bytes a sample, against 38 in version 1.
+        // The server reads both, so a spool of version 1 batches from before an upgrade drains.
         let result = self.spool.append_with(|seq, dropped_before| {
-            encode_protobuf(&Batch {
+            encode_columnar(&Batch {
                 device: device.clone(),
                 boot_id: boot_id.clone(),
                 seq,

@@ -14,7 +14,8 @@
 //! 4       4     crc      u32 LE, CRC-32C of bytes 8..24+len (seq, dropped, payload)
 //! 8       8     seq      u64 LE, the batch's sequence number
 //! 16      8     dropped  u64 LE, the batch's `dropped_before`
-//! 24      len   payload  the encoded batch (the protocol's protobuf frame)
+//! 24      len   payload  the encoded batch, a protocol frame as sent (version 2 since the
+//!                        columnar frame; a spool from an older agent holds version 1)
 //! ```
 //!
 //! `dropped` is kept beside the payload because a batch that reports drops may be dropped in

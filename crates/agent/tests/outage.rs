@@ -72,6 +72,8 @@ fn every_batch_survives_a_server_outage_exactly_once_and_in_order() {
     assert_eq!(d["reported_status"], "offline", "a clean stop says offline");
 }
 
+const SMALL_SPOOL: u64 = 6 * 1024;
+
 #[test]
 fn with_a_small_spool_the_servers_dropped_count_equals_the_agents() {
     let data = tempfile::tempdir().expect("test setup");
@@ -80,8 +82,9 @@ fn with_a_small_spool_the_servers_dropped_count_equals_the_agents() {
     let mut server = start_server(data.path(), http, mqtt);
     let device = "agent-small-spool";
     let mut config = agent_config(device, mqtt, spool_dir.path());
-    // A few batches' worth: a 3 s outage at 10 batches/s overflows it.
-    config.spool.max_bytes = 24 * 1024;
+    // A few batches' worth (a batch is about 0.5 KiB): a 3 s outage at 10 batches/s
+    // overflows it.
+    config.spool.max_bytes = SMALL_SPOOL;
     let agent = RunningAgent::start(config);
 
     wait_for(Duration::from_secs(20), || {
@@ -108,7 +111,7 @@ fn with_a_small_spool_the_servers_dropped_count_equals_the_agents() {
     let d = seen.unwrap_or_else(|| {
         panic!("the server's dropped count never reached the agent's: (agent, server, detail) = {last:?}")
     });
-    let spool = Spool::open(spool_dir.path(), 24 * 1024).expect("test setup");
+    let spool = Spool::open(spool_dir.path(), SMALL_SPOOL).expect("test setup");
     assert_eq!(
         d["batches_dropped_on_device"].as_u64().expect("test setup"),
         spool.dropped_total(),

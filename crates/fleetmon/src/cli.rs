@@ -90,6 +90,10 @@ pub struct ServerArgs {
     /// (conventionally port 8883; off unless set).
     #[arg(long, env = "FLEETMON_MQTT_TLS_LISTEN", value_parser = parse_addr)]
     pub mqtt_tls_listen: Option<SocketAddr>,
+    /// HTTPS: the API, ingest, enrolment and dashboard over TLS with the server certificate
+    /// (conventionally port 8443; off unless set).
+    #[arg(long, env = "FLEETMON_HTTPS_LISTEN", value_parser = parse_addr)]
+    pub https_listen: Option<SocketAddr>,
     /// Allow plaintext MQTT or HTTP on an address other than loopback.
     #[arg(long, env = "FLEETMON_ALLOW_PLAINTEXT")]
     pub allow_plaintext: bool,
@@ -132,9 +136,42 @@ pub struct ServerArgs {
     /// more are refused [default: 10000].
     #[arg(long, env = "FLEETMON_MAX_SERIES_PER_DEVICE")]
     pub max_series_per_device: Option<usize>,
-    /// Temperature limits per device model (TOML; see docs/health.md).
+    /// Messages per second one device may send, MQTT and HTTP together (0: no limit). Over
+    /// it MQTT 5 gets PUBACK "quota exceeded", MQTT 3.1.1 is read no faster, HTTP gets 429
+    /// [default: 200].
+    #[arg(long, env = "FLEETMON_DEVICE_MESSAGE_RATE")]
+    pub device_message_rate: Option<f64>,
+    /// Messages one device may send at once above its rate [default: 5000].
+    #[arg(long, env = "FLEETMON_DEVICE_MESSAGE_BURST")]
+    pub device_message_burst: Option<f64>,
+    /// Most MQTT connections open at once, in all (0: no limit) [default: 100000].
+    #[arg(long, env = "FLEETMON_MQTT_MAX_CONNECTIONS")]
+    pub mqtt_max_connections: Option<usize>,
+    /// Most MQTT connections open at once from one address (an IPv6 /64) (0: no limit);
+    /// loopback is exempt unless --limit-loopback [default: 1000].
+    #[arg(long, env = "FLEETMON_MQTT_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub mqtt_max_connections_per_address: Option<usize>,
+    /// New MQTT connections per second from one address; faster ones wait their turn (up to
+    /// 5s), the rest are refused (0: no limit) [default: 50].
+    #[arg(long, env = "FLEETMON_MQTT_CONNECTION_RATE")]
+    pub mqtt_connection_rate: Option<f64>,
+    /// New MQTT connections one address may open at once above its rate [default: 500].
+    #[arg(long, env = "FLEETMON_MQTT_CONNECTION_BURST")]
+    pub mqtt_connection_burst: Option<f64>,
+    /// An MQTT connection that sends no CONNECT within this is closed [default: 10s].
+    #[arg(long, env = "FLEETMON_MQTT_CONNECT_TIMEOUT", value_parser = parse_duration)]
+    pub mqtt_connect_timeout: Option<Duration>,
+    /// Apply the per-address connection limits to loopback too (off: the simulator and the
+    /// demo open thousands of connections from 127.0.0.1).
+    #[arg(long, env = "FLEETMON_LIMIT_LOOPBACK")]
+    pub limit_loopback: bool,
+    /// Temperature and link-capacity limits per device model (TOML; see docs/health.md).
     #[arg(long, env = "FLEETMON_DEVICE_LIMITS")]
     pub device_limits: Option<PathBuf>,
+    /// Tags (site, group, model, ...) by device id or id pattern (TOML; see docs/health.md);
+    /// tags set through the API win. Reloaded on SIGHUP.
+    #[arg(long, env = "FLEETMON_DEVICE_TAGS")]
+    pub device_tags: Option<PathBuf>,
     /// PromQL: how far back an instant selector looks for a sample [default: 5m].
     #[arg(long, env = "FLEETMON_QUERY_LOOKBACK", value_parser = parse_duration)]
     pub query_lookback: Option<Duration>,
@@ -216,6 +253,10 @@ impl ServerArgs {
         let mqtt_tls_listen = match self.mqtt_tls_listen {
             Some(a) => Some(a),
             None => from_file_addr("server.mqtt_tls_listen", &srv.mqtt_tls_listen)?,
+        };
+        let https_listen = match self.https_listen {
+            Some(a) => Some(a),
+            None => from_file_addr("server.https_listen", &srv.https_listen)?,
         };
         let sec = &file.security;
         let cert_expiry_warning = match self.cert_expiry_warning {
@@ -334,6 +375,52 @@ impl ServerArgs {
                 "login throttling (--login-backoff-after, --login-lockout-after): expected at least 1 failure"
             );
         }
+        let lim = &file.limits;
+        let device_rate = rate(
+            ("--device-message-rate", "limits.device_message_rate"),
+            self.device_message_rate.or(lim.device_message_rate),
+            ("--device-message-burst", "limits.device_message_burst"),
+            self.device_message_burst.or(lim.device_message_burst),
+            defaults.device_rate,
+        )?;
+        let connection_rate = rate(
+            ("--mqtt-connection-rate", "limits.mqtt_connection_rate"),
+            self.mqtt_connection_rate.or(lim.mqtt_connection_rate),
+            ("--mqtt-connection-burst", "limits.mqtt_connection_burst"),
+            self.mqtt_connection_burst.or(lim.mqtt_connection_burst),
+            defaults.connections.rate,
+        )?;
+        let connections = fleetmon_server::ratelimit::ConnectionLimits {
+            max_total: self
+                .mqtt_max_connections
+                .or(lim.mqtt_max_connections)
+                .unwrap_or(defaults.connections.max_total),
+            max_per_address: self
+                .mqtt_max_connections_per_address
+                .or(lim.mqtt_max_connections_per_address)
+                .unwrap_or(defaults.connections.max_per_address),
+            rate: connection_rate,
+            limit_loopback: self.limit_loopback || lim.limit_loopback.unwrap_or(false),
+        };
+        let connect_timeout = match self.mqtt_connect_timeout {
+            Some(d) => d,
+            None => from_file_duration("limits.mqtt_connect_timeout", &lim.mqtt_connect_timeout)?
+                .unwrap_or(defaults.connect_timeout),
+        };
+        if connect_timeout < Duration::from_millis(100) {
+            bail!(
+                "MQTT connect timeout {connect_timeout:?} (--mqtt-connect-timeout or limits.mqtt_connect_timeout): expected at least 100ms"
+            );
+        }
+        let max_series_per_device = self
+            .max_series_per_device
+            .or(lim.max_series_per_device)
+            .unwrap_or(defaults.max_series_per_device);
+        if max_series_per_device == 0 {
+            bail!(
+                "max series per device (--max-series-per-device or limits.max_series_per_device) must be at least 1"
+            );
+        }
         let auth = fleetmon_server::operators::AuthConfig {
             require_login: self.require_login || sec.require_login.unwrap_or(false),
             secure_cookies: self.secure_cookies || sec.secure_cookies.unwrap_or(false),
@@ -363,14 +450,14 @@ impl ServerArgs {
             firmware_policy: self
                 .firmware_policy
                 .or_else(|| file.health.firmware_policy.clone()),
-            max_series_per_device: match self.max_series_per_device {
-                Some(0) => bail!("--max-series-per-device must be at least 1"),
-                Some(n) => n,
-                None => defaults.max_series_per_device,
-            },
+            max_series_per_device,
+            device_rate,
+            connections,
+            connect_timeout,
             device_limits: self
                 .device_limits
                 .or_else(|| file.health.device_limits.clone()),
+            device_tags: self.device_tags.or_else(|| file.health.device_tags.clone()),
             query: fleetmon_promql::Options {
                 lookback_ms: i64::try_from(query_lookback.as_millis()).unwrap_or(i64::MAX),
                 max_samples: query_max_samples,
@@ -380,6 +467,7 @@ impl ServerArgs {
             alerting,
             derive_interval: self.derive_interval.unwrap_or(defaults.derive_interval),
             mqtt_tls_listen,
+            https_listen,
             ca_dir: Some(
                 self.ca_dir
                     .or_else(|| sec.ca_dir.clone())
@@ -392,6 +480,39 @@ impl ServerArgs {
             ..defaults
         })
     }
+}
+
+/// A rate and burst from their flags or keys (`names` say which, for errors): rate 0 turns
+/// the limit off; unset values keep `default`'s.
+fn rate(
+    (rate_flag, rate_key): (&str, &str),
+    per_second: Option<f64>,
+    (burst_flag, burst_key): (&str, &str),
+    burst: Option<f64>,
+    default: Option<fleetmon_server::ratelimit::Rate>,
+) -> anyhow::Result<Option<fleetmon_server::ratelimit::Rate>> {
+    if let Some(r) = per_second
+        && !(r.is_finite() && r >= 0.0)
+    {
+        bail!(
+            "{rate_flag} (or {rate_key}) {r}: expected a rate per second, 0 or more (0 turns the limit off)"
+        );
+    }
+    if let Some(b) = burst
+        && !(b.is_finite() && b >= 1.0)
+    {
+        bail!("{burst_flag} (or {burst_key}) {b}: expected at least 1");
+    }
+    let per_second = match (per_second, default) {
+        (Some(0.0), _) => return Ok(None),
+        (Some(r), _) => r,
+        (None, Some(d)) => d.per_second,
+        (None, None) => return Ok(None),
+    };
+    let burst = burst
+        .or(default.map(|d| d.burst))
+        .unwrap_or(per_second.max(1.0));
+    Ok(fleetmon_server::ratelimit::Rate::new(per_second, burst))
 }
 
 #[derive(Debug, Subcommand)]
@@ -714,5 +835,51 @@ mod server_args_tests {
         assert!(format!("{e:#}").contains("colour"), "{e:#}");
         let e = server(&["--max-payload-bytes", "10"]).unwrap_err();
         assert!(e.to_string().contains("--max-payload-bytes"), "{e}");
+        let e = server(&["--device-message-rate=-1"]).unwrap_err();
+        assert!(e.to_string().contains("--device-message-rate"), "{e}");
+        let f = file("[limits]\nmqtt_connection_burst = 0.5\n");
+        let e = server(&["--config", f.path().to_str().unwrap()]).unwrap_err();
+        assert!(
+            e.to_string().contains("limits.mqtt_connection_burst"),
+            "{e}"
+        );
+        let f = file("[limits]\nmqtt_connect_timeout = \"soon\"\n");
+        let e = server(&["--config", f.path().to_str().unwrap()]).unwrap_err();
+        assert!(
+            e.to_string().contains("`limits.mqtt_connect_timeout`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn abuse_limits_come_from_flags_and_the_file_and_zero_turns_them_off() {
+        use fleetmon_server::ratelimit::Rate;
+        let c = server(&[]).unwrap();
+        assert_eq!(c.device_rate, Rate::new(200.0, 5000.0));
+        assert_eq!(c.connections.max_total, 100_000);
+        assert_eq!(c.connections.max_per_address, 1_000);
+        assert_eq!(c.connections.rate, Rate::new(50.0, 500.0));
+        assert!(!c.connections.limit_loopback);
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        let f = file(
+            "[limits]\ndevice_message_rate = 5\nmqtt_max_connections_per_address = 3\nmqtt_connect_timeout = \"2s\"\nlimit_loopback = true\nmax_series_per_device = 7\n",
+        );
+        let path = f.path().to_str().unwrap();
+        let c = server(&["--config", path, "--device-message-burst", "10"]).unwrap();
+        assert_eq!(c.device_rate, Rate::new(5.0, 10.0));
+        assert_eq!(c.connections.max_per_address, 3);
+        assert!(c.connections.limit_loopback);
+        assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_series_per_device, 7);
+        let c = server(&[
+            "--config",
+            path,
+            "--device-message-rate",
+            "0",
+            "--mqtt-connection-rate",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!((c.device_rate, c.connections.rate), (None, None));
     }
 }

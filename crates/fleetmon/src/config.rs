@@ -24,6 +24,9 @@ mqtt_listen = "127.0.0.1:1883"
 # MQTT over mutual TLS: devices prove themselves with a certificate of the built-in CA
 # (see docs/security.md). Off unless set.
 # mqtt_tls_listen = "0.0.0.0:8883"
+# HTTPS: the API, ingest, enrolment and dashboard over TLS with the same server certificate.
+# Off unless set.
+# https_listen = "0.0.0.0:8443"
 # Plaintext MQTT or HTTP on an address other than loopback is refused unless this is true.
 allow_plaintext = false
 # A device that only uses HTTP is offline once its last batch is older than this.
@@ -69,12 +72,39 @@ login_backoff_after = 5
 login_lockout_after = 10
 login_lockout = "15m"
 
+[limits]
+# Abuse limits (docs/security.md, "Abuse limits"). Each is counted on /metrics and reported
+# as a security event at most once a minute per device or address.
+# Messages per second one device may send, MQTT and HTTP together, and how many at once
+# above that. Over it MQTT 5 gets PUBACK "quota exceeded" ("message rate too high"), MQTT
+# 3.1.1 is read no faster (never acknowledged and dropped), HTTP gets 429 with Retry-After.
+# 0 turns the limit off.
+device_message_rate = 200
+device_message_burst = 5000
+# Most distinct series (metric + labels) one device may have.
+max_series_per_device = 10000
+# Most MQTT connections open at once, in all and from one address (an IPv6 /64); 0: no limit.
+mqtt_max_connections = 100000
+mqtt_max_connections_per_address = 1000
+# New MQTT connections per second from one address, and how many at once above that. Faster
+# ones wait their turn (up to 5s); the rest are refused. 0 turns it off.
+mqtt_connection_rate = 50
+mqtt_connection_burst = 500
+# Loopback is exempt from the per-address limits (the simulator and `fleetmon demo` open
+# thousands of connections from 127.0.0.1) unless this is true.
+limit_loopback = false
+# A connection that sends no CONNECT within this is closed.
+mqtt_connect_timeout = "10s"
+
 [health]
 # Minimum firmware per model and vulnerable version ranges (see docs/health.md), if any.
 # firmware_policy = "/etc/fleetmon/firmware-policy.toml"
 # Temperature limits per device model (see docs/health.md), if any; a device's
 # `temperature_max_celsius` tag wins over them.
 # device_limits = "/etc/fleetmon/device-limits.toml"
+# Tags by device id or id pattern (site, group, model, lat/lon, gateway, ...; see
+# docs/health.md); tags set through the API win. Reloaded on SIGHUP.
+# device_tags = "/etc/fleetmon/device-tags.toml"
 
 [alerting]
 # The built-in rule pack (docs/alerting.md): one rule per concern, default thresholds.
@@ -105,6 +135,22 @@ pub struct ConfigFile {
     pub alerting: AlertingSection,
     #[serde(default)]
     pub security: SecuritySection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub device_message_rate: Option<f64>,
+    pub device_message_burst: Option<f64>,
+    pub max_series_per_device: Option<usize>,
+    pub mqtt_max_connections: Option<usize>,
+    pub mqtt_max_connections_per_address: Option<usize>,
+    pub mqtt_connection_rate: Option<f64>,
+    pub mqtt_connection_burst: Option<f64>,
+    pub mqtt_connect_timeout: Option<String>,
+    pub limit_loopback: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,6 +191,7 @@ pub struct QuerySection {
 pub struct HealthSection {
     pub firmware_policy: Option<PathBuf>,
     pub device_limits: Option<PathBuf>,
+    pub device_tags: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +201,7 @@ pub struct ServerSection {
     pub http_listen: Option<String>,
     pub mqtt_listen: Option<String>,
     pub mqtt_tls_listen: Option<String>,
+    pub https_listen: Option<String>,
     pub allow_plaintext: Option<bool>,
     pub offline_after: Option<String>,
     pub missing_grace: Option<String>,

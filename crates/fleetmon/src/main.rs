@@ -85,7 +85,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Until Ctrl-C or SIGTERM; each SIGHUP meanwhile reloads the alert rules.
+/// Until Ctrl-C or SIGTERM; each SIGHUP meanwhile reloads the alert rules and device tags.
 async fn wait_for_stop(server: &Server) {
     #[cfg(unix)]
     {
@@ -96,10 +96,17 @@ async fn wait_for_stop(server: &Server) {
             loop {
                 tokio::select! {
                     _ = &mut stop => return,
-                    _ = hup.recv() => match server.reload_rules() {
-                        Ok(()) => tracing::info!("alert rules reloaded"),
-                        Err(e) => tracing::error!(error = %e, "alert rules not reloaded; the old ones stay"),
-                    },
+                    _ = hup.recv() => {
+                        match server.reload_rules() {
+                            Ok(()) => tracing::info!("alert rules reloaded"),
+                            Err(e) => tracing::error!(error = %e, "alert rules not reloaded; the old ones stay"),
+                        }
+                        match server.reload_device_tags() {
+                            Ok(true) => tracing::info!("device tags reloaded"),
+                            Ok(false) => {}
+                            Err(e) => tracing::error!(error = %e, "device tags not reloaded; the old ones stay"),
+                        }
+                    }
                 }
             }
         }

@@ -261,3 +261,167 @@ fn battery_drain_and_time_to_empty() {
 
     rt.block_on(server.shutdown());
 }
+
+/// Tags from a file by id pattern (reloaded on SIGHUP, the API's winning), attached to the
+/// device's series; link utilisation against a configured capacity as a series and a reason.
+#[test]
+fn tags_from_a_file_and_link_utilisation() {
+    let dir = tempfile::tempdir().unwrap();
+    let tags = dir.path().join("device-tags.toml");
+    let limits = dir.path().join("device-limits.toml");
+    std::fs::write(
+        &tags,
+        "[[device]]\nid = \"cell-*\"\nsite = \"harbour\"\ngroup = \"cranes\"\n\n\
+         [[device]]\nid = \"cell-2\"\ngroup = \"gates\"\nlat = 53.54\nlon = 9.98\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &limits,
+        "[[link]]\nmodel = \"*\"\ninterface = \"wwan0\"\ncapacity_bits_per_second = 1e6\ntransmit_bits_per_second = 2e5\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "--device-tags",
+        tags.to_str().unwrap(),
+        "--device-limits",
+        limits.to_str().unwrap(),
+        "--derive-interval",
+        "1s",
+    ];
+    let server = common::start_server(&data, common::free_addr(), common::free_addr(), &args);
+
+    // Two batches 10 s apart (device time): 230 kB up in 10 s = 184 kbit/s of 200 kbit/s.
+    let ts = fleetmon_tsdb::db::system_clock() - 10_000;
+    let net = |seq: u64, t: i64, tx: f64| {
+        let wwan = |m: &str, v: f64| Sample::new(m, t, v).with_label("interface", "wwan0");
+        encode_json(&Batch {
+            device: "cell-2".into(),
+            boot_id: "b".into(),
+            seq,
+            sent_at_ms: 0,
+            dropped_before: 0,
+            samples: vec![
+                wwan("network_transmit_bytes_total", tx),
+                wwan("network_receive_bytes_total", tx / 10.0),
+                Sample::new("cpu_usage_ratio", t, 0.1),
+            ],
+        })
+    };
+    let ingest = server.url("/api/v1/ingest");
+    assert_eq!(post(&ingest, &net(1, ts, 1_000.0)).0, 200);
+    assert_eq!(post(&ingest, &net(2, ts + 10_000, 231_000.0)).0, 200);
+    for id in ["cell-1", "gw-1"] {
+        let (s, body) = post(
+            &ingest,
+            &batch(id, vec![Sample::new("cpu_usage_ratio", ts, 0.2)]),
+        );
+        assert_eq!(s, 200, "{body}");
+    }
+
+    let (_, d) = get(&server.url("/api/v1/devices/cell-2"));
+    assert_eq!(
+        d["tags"],
+        json!({"site": "harbour", "group": "gates", "lat": "53.54", "lon": "9.98"})
+    );
+    let reason = d["health"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["check"] == "link_saturated")
+        .cloned()
+        .unwrap_or_else(|| panic!("no link_saturated reason: {d}"));
+    assert_eq!(reason["level"], "warning");
+    assert_eq!(
+        reason["message"],
+        "link wwan0 transmit (200 kbit/s capacity) at 92 %"
+    );
+    let (_, d) = get(&server.url("/api/v1/devices/gw-1"));
+    assert_eq!(d["tags"], json!({}));
+
+    // The tags are labels of the stored samples; the utilisation is a derived series.
+    let query = |q: &str| {
+        let url = server.url(&format!(
+            "/prometheus/api/v1/query?query={}",
+            q.replace(' ', "%20").replace('"', "%22")
+        ));
+        get(&url).1["data"]["result"].clone()
+    };
+    let r = query("cpu_usage_ratio{site=\"harbour\"}");
+    let mut devices: Vec<&str> = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["metric"]["device"].as_str().unwrap())
+        .collect();
+    devices.sort_unstable();
+    assert_eq!(devices, ["cell-1", "cell-2"]);
+    let used = common::wait_for(Duration::from_secs(20), || {
+        let r = query("network_utilization_ratio{direction=\"transmit\"}");
+        r.as_array().and_then(|a| a.first().cloned())
+    })
+    .expect("network_utilization_ratio is written");
+    assert_eq!(used["metric"]["interface"], "wwan0");
+    assert_eq!(used["metric"]["site"], "harbour");
+    let v: f64 = used["value"][1].as_str().unwrap().parse().unwrap();
+    assert!((v - 0.92).abs() < 1e-9, "{used}");
+
+    // The API's tags win over the file's; a changed file applies on SIGHUP; a broken one is
+    // refused and the old tags stay.
+    let (s, _) = put(
+        &server.url("/api/v1/devices/cell-1/tags"),
+        &json!({"site": "dock"}),
+    );
+    assert_eq!(s, 200);
+    let tags_of = |id: &str| get(&server.url(&format!("/api/v1/devices/{id}"))).1["tags"].clone();
+    assert_eq!(
+        tags_of("cell-1"),
+        json!({"site": "dock", "group": "cranes"})
+    );
+    std::fs::write(&tags, "[[device]]\nid = \"*\"\ngroup = \"all\"\n").unwrap();
+    let hup = |pid: u32| {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill -HUP")
+            .success();
+        assert!(ok);
+    };
+    hup(server.child.id());
+    common::wait_for(Duration::from_secs(10), || {
+        (tags_of("gw-1") == json!({"group": "all"})).then_some(())
+    })
+    .expect("gw-1 tagged after SIGHUP");
+    assert_eq!(tags_of("cell-1"), json!({"site": "dock", "group": "all"}));
+    assert_eq!(tags_of("cell-2"), json!({"group": "all"}));
+    std::fs::write(&tags, "[[device]]\nid = \"*\"\ngroup = [1]\n").unwrap();
+    hup(server.child.id());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        tags_of("gw-1"),
+        json!({"group": "all"}),
+        "a broken file changes nothing"
+    );
+    assert_eq!(get(&server.url("/healthz")).0, 200);
+
+    // At start a broken tags file stops the server with the file and what is wrong.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetmon"))
+        .args(["server", "--data-dir"])
+        .arg(dir.path().join("other"))
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--device-tags")
+        .arg(&tags)
+        .output()
+        .expect("run fleetmon server");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("device-tags.toml") && err.contains("tag `group` must be"),
+        "{err}"
+    );
+}

@@ -58,6 +58,7 @@ struct Setup {
     ca_dir: PathBuf,
     server: ServerProcess,
     tls: SocketAddr,
+    https: SocketAddr,
 }
 
 impl Setup {
@@ -68,23 +69,37 @@ impl Setup {
         ca(&ca_dir, &["server-cert"]);
         ca(&ca_dir, &["issue", "pi-1"]);
         let tls = free_addr();
-        let server = start_server(
-            &dir.path().join("data"),
-            free_addr(),
-            free_addr(),
-            &[
-                "--ca-dir",
-                ca_dir.to_str().expect("utf-8 path"),
-                "--mqtt-tls-listen",
-                &tls.to_string(),
-            ],
-        );
+        let https = free_addr();
+        let args = Self::args(&ca_dir, tls, https);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = start_server(&dir.path().join("data"), free_addr(), free_addr(), &args);
         Setup {
             dir,
             ca_dir,
             server,
             tls,
+            https,
         }
+    }
+
+    fn args(ca_dir: &Path, tls: SocketAddr, https: SocketAddr) -> Vec<String> {
+        vec![
+            "--ca-dir".to_owned(),
+            ca_dir.to_str().expect("utf-8 path").to_owned(),
+            "--mqtt-tls-listen".to_owned(),
+            tls.to_string(),
+            "--https-listen".to_owned(),
+            https.to_string(),
+        ]
+    }
+
+    /// `kill -9`, then the server again on the same data directory and addresses.
+    fn restart_after_kill9(&mut self) {
+        self.server.kill9();
+        let args = Self::args(&self.ca_dir, self.tls, self.https);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (http, mqtt) = (self.server.http, self.server.mqtt);
+        self.server = start_server(&self.dir.path().join("data"), http, mqtt, &args);
     }
 
     fn ca_pem(&self) -> PathBuf {
@@ -340,7 +355,7 @@ fn a_device_certificate_sends_batches_that_are_stored() {
 
 #[test]
 fn handshakes_without_a_good_certificate_are_refused_and_recorded() {
-    let s = Setup::new();
+    let mut s = Setup::new();
     // No client certificate at all.
     let refused = Mqtts::connect(s.tls, &s.ca_pem(), None, "pi-1");
     assert!(refused.is_err());
@@ -397,6 +412,19 @@ fn handshakes_without_a_good_certificate_are_refused_and_recorded() {
     }
     let (status, _) = get(&s.server.url("/api/v1/events?kind=nonsense"));
     assert_eq!(status, 400);
+
+    // The events are journalled (about once a second) and listed again after a kill -9.
+    let before = s.events("");
+    std::thread::sleep(Duration::from_millis(1500));
+    s.restart_after_kill9();
+    let after = s.events("");
+    let kinds = |events: &[Value]| -> Vec<(Value, Value)> {
+        events
+            .iter()
+            .map(|e| (e["id"].clone(), e["kind"].clone()))
+            .collect()
+    };
+    assert_eq!(kinds(&after), kinds(&before));
 }
 
 #[test]
@@ -621,6 +649,92 @@ fn plaintext_beyond_loopback_is_refused_without_allow_plaintext() {
         err.contains("--allow-plaintext") && err.contains("0.0.0.0:0"),
         "{err}"
     );
+}
+
+/// One HTTP/1.1 request over TLS (verified against `ca`); the status and body.
+fn https_request(addr: SocketAddr, ca: &Path, request: &str) -> Result<(u16, String), String> {
+    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let conn =
+        rustls::ClientConnection::new(client_config(ca, None), name).map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(request.as_bytes())
+        .and_then(|()| tls.flush())
+        .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    match tls.read_to_end(&mut response) {
+        Ok(_) => {}
+        // The server closes without close_notify after `Connection: close`: what was read counts.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no HTTP status in {text:?}"))?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    Ok((status, body))
+}
+
+#[test]
+fn the_api_and_ingest_are_served_over_https() {
+    let s = Setup::new();
+    let get_req =
+        |path: &str| format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let (status, body) =
+        https_request(s.https, &s.ca_pem(), &get_req("/healthz")).expect("HTTPS request");
+    assert_eq!(status, 200, "{body}");
+
+    // Ingest over HTTPS: acknowledged and stored.
+    let payload = String::from_utf8(batch("https-dev", 1)).expect("utf-8");
+    let post = format!(
+        "POST /api/v1/ingest HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    );
+    let (status, body) = https_request(s.https, &s.ca_pem(), &post).expect("HTTPS ingest");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(batches_received(&s.server, "https-dev"), 1);
+    let (status, body) = https_request(s.https, &s.ca_pem(), &get_req("/api/v1/devices/https-dev"))
+        .expect("HTTPS API");
+    assert_eq!(status, 200);
+    assert!(body.contains("\"batches_received\":1"), "{body}");
+
+    // A client that does not trust our CA refuses the server; plain HTTP on the HTTPS port
+    // gets no HTTP answer; the listener keeps serving afterwards.
+    let other = tempfile::tempdir().expect("temp dir");
+    ca(&other.path().join("ca"), &["init"]);
+    let e = https_request(
+        s.https,
+        &other.path().join("ca/ca.pem"),
+        &get_req("/healthz"),
+    )
+    .expect_err("an unknown server certificate is refused");
+    assert!(
+        e.contains("certificate") || e.contains("UnknownIssuer"),
+        "{e}"
+    );
+    let mut plain = TcpStream::connect(s.https).expect("connect");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    plain
+        .write_all(get_req("/healthz").as_bytes())
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("200 OK"),
+        "plain HTTP was served on the HTTPS port"
+    );
+    // A client that connects and says nothing does not block the next.
+    let _silent = TcpStream::connect(s.https).expect("connect");
+    let (status, _) =
+        https_request(s.https, &s.ca_pem(), &get_req("/healthz")).expect("HTTPS request");
+    assert_eq!(status, 200);
 }
 
 #[test]

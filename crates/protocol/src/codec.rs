@@ -1,8 +1,10 @@
 //! Encoding and decoding of a [`Batch`] payload, the same on MQTT and HTTP.
 //!
-//! Two forms are accepted and told apart by their first bytes:
-//! - **protobuf frame**: `"FMB"`, version byte `0x01`, CRC32C of the body (u32 little-endian),
-//!   then the body: a protobuf `fleetmon.v1.Batch`. The checksum covers the body only.
+//! Three forms are accepted and told apart by their first bytes:
+//! - **frame**: `"FMB"`, a version byte, CRC32C of the body (u32 little-endian), then the
+//!   body. The checksum covers the body only. Version `0x01`: the body is a protobuf
+//!   `fleetmon.v1.Batch` ([`crate::pb`]). Version `0x02`: the columnar body
+//!   ([`crate::columnar`]), a third of the size; what the agent sends.
 //! - **JSON**: a UTF-8 object (leading whitespace allowed) with the fields of [`Batch`]. JSON has
 //!   no checksum of its own; it relies on the transport (TCP, TLS) for integrity.
 //!
@@ -12,20 +14,26 @@
 use prost::Message;
 
 use crate::batch::Batch;
+use crate::columnar::{self, ColumnarError};
 use crate::pb::{PbBatch, TableError};
 use crate::validate::{Limits, ValidationError};
 
 /// The frame's first three bytes.
 pub const MAGIC: &[u8; 3] = b"FMB";
-/// The frame version this codec writes and reads.
-pub const VERSION: u8 = 1;
+/// Frame version of the protobuf body.
+pub const VERSION_PROTOBUF: u8 = 1;
+/// Frame version of the columnar body.
+pub const VERSION_COLUMNAR: u8 = 2;
 /// Magic, version and checksum.
 pub const HEADER_LEN: usize = 8;
 
 /// Which spelling a payload used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// Frame version 1, protobuf body.
     Protobuf,
+    /// Frame version 2, columnar body.
+    Columnar,
     Json,
 }
 
@@ -33,6 +41,7 @@ impl Format {
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Protobuf => "protobuf",
+            Format::Columnar => "columnar",
             Format::Json => "json",
         }
     }
@@ -49,9 +58,9 @@ pub enum DecodeError {
         "payload is neither JSON (starts with `{{`) nor a fleetmon protobuf frame (starts with \"FMB\"); first byte is 0x{first:02x}"
     )]
     UnknownFormat { first: u8 },
-    #[error("protobuf frame version {0} is not supported; this server reads version 1")]
+    #[error("frame version {0} is not supported; this server reads versions 1 and 2")]
     UnsupportedVersion(u8),
-    #[error("protobuf frame is {0} bytes, shorter than its 8-byte header")]
+    #[error("frame is {0} bytes, shorter than its 8-byte header")]
     Truncated(usize),
     #[error("checksum mismatch: frame says crc32c {expected:#010x}, body has {actual:#010x}")]
     Checksum { expected: u32, actual: u32 },
@@ -59,6 +68,8 @@ pub enum DecodeError {
     Protobuf(String),
     #[error("protobuf body: {0}")]
     Table(#[from] TableError),
+    #[error("columnar (v2) body: {0}")]
+    Columnar(#[from] ColumnarError),
     #[error("JSON does not decode: {0}")]
     Json(String),
     #[error("batch is invalid: {0}")]
@@ -76,20 +87,30 @@ impl DecodeError {
             DecodeError::Truncated(_) => "truncated",
             DecodeError::Checksum { .. } => "checksum",
             DecodeError::Protobuf(_) | DecodeError::Table(_) => "protobuf",
+            DecodeError::Columnar(_) => "columnar",
             DecodeError::Json(_) => "json",
             DecodeError::Invalid(_) => "invalid",
         }
     }
 }
 
-/// Encodes `batch` as a checksummed protobuf frame.
+/// Encodes `batch` as a checksummed frame of version 1 (protobuf body), as agents before
+/// frame version 2 sent.
 pub fn encode_protobuf(batch: &Batch) -> Vec<u8> {
-    let body = PbBatch::from(batch).encode_to_vec();
+    frame(VERSION_PROTOBUF, &PbBatch::from(batch).encode_to_vec())
+}
+
+/// Encodes `batch` as a checksummed frame of version 2 (columnar body).
+pub fn encode_columnar(batch: &Batch) -> Vec<u8> {
+    frame(VERSION_COLUMNAR, &columnar::encode(batch))
+}
+
+fn frame(version: u8, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
     out.extend_from_slice(MAGIC);
-    out.push(VERSION);
-    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.push(version);
+    out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    out.extend_from_slice(body);
     out
 }
 
@@ -114,7 +135,7 @@ pub fn decode(payload: &[u8], limits: &Limits) -> Result<(Batch, Format), Decode
         .find(|b| !b.is_ascii_whitespace())
         .ok_or(DecodeError::Empty)?;
     let (batch, format) = if payload.starts_with(MAGIC) {
-        (decode_frame(payload)?, Format::Protobuf)
+        decode_frame(payload, limits)?
     } else if first == b'{' {
         let batch = serde_json::from_slice::<Batch>(payload)
             .map_err(|e| DecodeError::Json(e.to_string()))?;
@@ -126,21 +147,25 @@ pub fn decode(payload: &[u8], limits: &Limits) -> Result<(Batch, Format), Decode
     Ok((batch, format))
 }
 
-fn decode_frame(payload: &[u8]) -> Result<Batch, DecodeError> {
+fn decode_frame(payload: &[u8], limits: &Limits) -> Result<(Batch, Format), DecodeError> {
     if payload.len() < HEADER_LEN {
         return Err(DecodeError::Truncated(payload.len()));
     }
     let (header, body) = payload.split_at(HEADER_LEN);
-    if header[3] != VERSION {
-        return Err(DecodeError::UnsupportedVersion(header[3]));
+    let version = header[3];
+    if version != VERSION_PROTOBUF && version != VERSION_COLUMNAR {
+        return Err(DecodeError::UnsupportedVersion(version));
     }
     let expected = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     let actual = crc32c::crc32c(body);
     if expected != actual {
         return Err(DecodeError::Checksum { expected, actual });
     }
+    if version == VERSION_COLUMNAR {
+        return Ok((columnar::decode(body, limits)?, Format::Columnar));
+    }
     let pb = PbBatch::decode(body).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
-    Ok(Batch::try_from(pb)?)
+    Ok((Batch::try_from(pb)?, Format::Protobuf))
 }
 
 #[cfg(test)]
@@ -199,7 +224,8 @@ mod tests {
         let err = |p: &[u8]| decode(p, &limits).unwrap_err().to_string();
         assert_eq!(err(b""), "payload is empty");
         assert!(err(b"hello").contains("first byte is 0x68"));
-        assert!(err(b"FMB\x02abcd").contains("version 2 is not supported"));
+        assert!(err(b"FMB\x03abcd").contains("version 3 is not supported"));
+        assert!(err(b"FMB\x02ab").contains("shorter than its 8-byte header"));
         assert!(err(b"FMB\x01ab").contains("shorter than its 8-byte header"));
         assert!(err(br#"{"device":"d","seq":1}"#).contains("missing field `samples`"));
         assert!(

@@ -259,13 +259,13 @@ fn apply(state: &State, batch: &Batch, transport: Transport, received_ms: i64) {
 /// the sample sets wins), and `device`.
 fn labelled_samples(state: &State, batch: &Batch) -> Vec<(SeriesKey, Point)> {
     let registry = state.registry();
-    let tags = registry.get(&batch.device).map(|d| &d.tags);
+    let tags = registry.tags_of(&batch.device);
     batch
         .samples
         .iter()
         .map(|s| {
             let mut labels: BTreeMap<String, String> = s.labels.clone();
-            for (k, v) in tags.into_iter().flatten() {
+            for (k, v) in tags.iter() {
                 labels.entry(k.clone()).or_insert_with(|| v.clone());
             }
             labels.insert("device".to_owned(), batch.device.clone());

@@ -11,6 +11,8 @@
 //! - [`mqtt`]: the MQTT 3.1.1 endpoint — sessions, broker (retained, wills, subscriptions).
 //! - [`operators`]: operator accounts, roles, TOTP, sessions, API tokens, login throttling,
 //!   the audit log.
+//! - [`ratelimit`]: abuse limits — message rate per device, connections per address and in
+//!   all.
 //! - [`http`]: REST API, ingest, `/metrics`, `/healthz`, the page at `/`.
 //! - [`alerting`]: rules, dispatcher, notification outbox.
 //! - [`ingest`]: dedupe by `(device, seq)`, WAL group commit, then visibility, then the ack.
@@ -31,6 +33,7 @@ pub mod ingest;
 pub mod listener;
 pub mod mqtt;
 pub mod operators;
+pub mod ratelimit;
 pub mod security;
 pub mod state;
 pub mod store;
@@ -73,10 +76,19 @@ pub struct ServerConfig {
     pub tsdb: fleetmon_tsdb::Options,
     /// Minimum firmware versions and vulnerable ranges (a TOML file), if any.
     pub firmware_policy: Option<PathBuf>,
-    /// Temperature limits per model (a TOML file), if any.
+    /// Temperature and link-capacity limits per model (a TOML file), if any.
     pub device_limits: Option<PathBuf>,
+    /// Tags by device id or id pattern (a TOML file), if any; reloaded on SIGHUP.
+    pub device_tags: Option<PathBuf>,
     /// Most distinct series one device may have.
     pub max_series_per_device: usize,
+    /// Messages per second (and burst) one device may send, over MQTT and HTTP together;
+    /// `None`: no limit.
+    pub device_rate: Option<ratelimit::Rate>,
+    /// MQTT connections in all and per source address, new connections per address.
+    pub connections: ratelimit::ConnectionLimits,
+    /// An MQTT connection that sends no CONNECT within this is closed.
+    pub connect_timeout: Duration,
     /// PromQL: lookback, most samples per query, timeout.
     pub query: fleetmon_promql::Options,
     /// How often the derived series (`device_up`, integrity counters, ...) are written.
@@ -87,6 +99,9 @@ pub struct ServerConfig {
     pub alerting: alerting::AlertingConfig,
     /// Where devices connect with MQTT over mutual TLS (off when unset).
     pub mqtt_tls_listen: Option<SocketAddr>,
+    /// Where the HTTP API, ingest, enrolment and dashboard are served over TLS (off when
+    /// unset), with the same server certificate.
+    pub https_listen: Option<SocketAddr>,
     /// The built-in CA's directory: client CA of the TLS listener, revocation list,
     /// enrolment. Used when it holds a CA.
     pub ca_dir: Option<PathBuf>,
@@ -116,12 +131,17 @@ impl ServerConfig {
             tsdb: fleetmon_tsdb::Options::default(),
             firmware_policy: None,
             device_limits: None,
+            device_tags: None,
             max_series_per_device: state::DEFAULT_MAX_SERIES_PER_DEVICE,
+            device_rate: state::DEFAULT_DEVICE_RATE,
+            connections: ratelimit::ConnectionLimits::default(),
+            connect_timeout: mqtt::DEFAULT_CONNECT_TIMEOUT,
             query: fleetmon_promql::Options::default(),
             derive_interval: Duration::from_secs(10),
             forecast_interval: Duration::from_secs(300),
             alerting: alerting::AlertingConfig::default(),
             mqtt_tls_listen: None,
+            https_listen: None,
             ca_dir: None,
             tls_cert: None,
             tls_key: None,
@@ -194,10 +214,12 @@ pub struct Server {
     http_addr: SocketAddr,
     mqtt_addr: SocketAddr,
     mqtt_tls_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
     state: Arc<State>,
     alerting: Arc<alerting::Alerting>,
     operators: Arc<operators::Operators>,
     setup_token: Option<String>,
+    device_tags: Option<PathBuf>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     wal_writer: Option<JoinHandle<()>>,
@@ -255,50 +277,70 @@ impl Server {
         state.missing_grace_ms = ms(config.missing_grace);
         state.query = config.query.clone();
         state.max_series_per_device = config.max_series_per_device;
+        state.device_rate = ratelimit::DeviceRate::new(config.device_rate);
         if let Some(path) = &config.device_limits {
             state.thresholds.limits = fleet::limits::Limits::load(path)?;
         }
         if let Some(path) = &config.firmware_policy {
             state.firmware_policy = Some(fleet::firmware::Policy::load(path)?);
         }
+        if let Some(path) = &config.device_tags {
+            state
+                .registry_mut()
+                .set_tag_rules(fleet::tags::TagRules::load(path)?);
+        }
         let tags_path = config.data_dir.join("tags.json");
         for (id, tags) in fleet::tags::load(&tags_path)? {
-            state.registry_mut().entry(&id).tags = tags;
+            state.registry_mut().set_api_tags(&id, tags);
         }
         state.tags_path = Some(tags_path);
         let mut security = security::Security::new(
-            security::events::Events::new(state.telemetry.security_events.clone()),
+            security::events::Events::open(
+                state.telemetry.security_events.clone(),
+                &config.data_dir.join("security"),
+            )
+            .map_err(|source| ServerError::DataDir {
+                path: config.data_dir.join("security"),
+                source,
+            })?,
             Arc::clone(&state.clock),
         );
         security.expiry_warning_ms = ms(config.cert_expiry_warning);
         security.ca = config.ca_dir.as_ref().map(CaDir::new).filter(CaDir::exists);
         let security = Arc::new(security);
         state.security = Arc::clone(&security);
-        let tls = match config.mqtt_tls_listen {
-            None => None,
-            Some(addr) => {
-                let ca = match (&security.ca, &config.ca_dir) {
-                    (Some(ca), _) => ca.clone(),
-                    (None, dir) => {
-                        let dir = dir.clone().unwrap_or_else(|| PathBuf::from("fleetmon-ca"));
-                        return Err(security::ca::CaError::NotInitialised(dir).into());
-                    }
-                };
-                let cert = config
-                    .tls_cert
-                    .clone()
-                    .unwrap_or_else(|| ca.server_cert_path());
-                let key = config
-                    .tls_key
-                    .clone()
-                    .unwrap_or_else(|| ca.server_key_path());
-                if !cert.is_file() {
-                    return Err(ServerError::NoServerCert(cert));
+        let ca_dir = || match (&security.ca, &config.ca_dir) {
+            (Some(ca), _) => Ok(ca.clone()),
+            (None, dir) => {
+                let dir = dir.clone().unwrap_or_else(|| PathBuf::from("fleetmon-ca"));
+                Err(security::ca::CaError::NotInitialised(dir))
+            }
+        };
+        // The server certificate, shared by MQTT over TLS and HTTPS.
+        let server_cert = if config.mqtt_tls_listen.is_some() || config.https_listen.is_some() {
+            let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+                (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+                (cert, key) => {
+                    let ca = ca_dir()?;
+                    (
+                        cert.clone().unwrap_or_else(|| ca.server_cert_path()),
+                        key.clone().unwrap_or_else(|| ca.server_key_path()),
+                    )
                 }
+            };
+            if !cert.is_file() {
+                return Err(ServerError::NoServerCert(cert));
+            }
+            Some(Arc::new(security::tls::ReloadingCert::load(&cert, &key)?))
+        } else {
+            None
+        };
+        let tls = match (config.mqtt_tls_listen, &server_cert) {
+            (Some(addr), Some(cert)) => {
+                let ca = ca_dir()?;
                 let tls = Arc::new(DeviceTls::new(
                     &ca.ca_cert_path(),
-                    &cert,
-                    &key,
+                    Arc::clone(cert),
                     Arc::clone(&security),
                 )?);
                 let listener =
@@ -311,6 +353,26 @@ impl Server {
                         })?;
                 Some((listener, tls))
             }
+            _ => None,
+        };
+        let https =
+            match config.https_listen {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(
+                    |source| ServerError::Bind {
+                        what: "HTTPS",
+                        addr,
+                        source,
+                    },
+                )?),
+                None => None,
+            };
+        let https_addr = match &https {
+            Some(l) => Some(bound(
+                l.local_addr(),
+                "HTTPS",
+                config.https_listen.unwrap_or(http_addr),
+            )?),
+            None => None,
         };
         let mqtt_tls_addr = match &tls {
             Some((l, _)) => Some(bound(
@@ -341,7 +403,8 @@ impl Server {
         )?);
 
         let mut auth = config.auth.clone();
-        auth.require_login |= !http_addr.ip().is_loopback();
+        auth.require_login |=
+            !http_addr.ip().is_loopback() || https_addr.is_some_and(|a| !a.ip().is_loopback());
         let operators = Arc::new(operators::Operators::new(
             &config.data_dir,
             auth,
@@ -364,18 +427,17 @@ impl Server {
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let ctx = Arc::new(mqtt::Context::new(Arc::clone(&state), ingest.clone()));
+        let ctx = Arc::new(
+            mqtt::Context::new(Arc::clone(&state), ingest.clone())
+                .with_limits(config.connections, config.connect_timeout),
+        );
         tasks.spawn(mqtt::serve(mqtt, Arc::clone(&ctx), shutdown_rx.clone()));
-        let server_cert = match tls {
-            Some((listener, tls)) => {
-                tasks.spawn(mqtt::serve(listener, ctx, shutdown_rx.clone()));
-                Some(Arc::clone(tls.server_cert()))
-            }
-            None => None,
-        };
+        if let Some((listener, _)) = tls {
+            tasks.spawn(mqtt::serve(listener, ctx, shutdown_rx.clone()));
+        }
         tasks.spawn(security::watch(
             Arc::clone(&security),
-            server_cert,
+            server_cert.clone(),
             shutdown_rx.clone(),
         ));
         let app = http::router(http::AppState {
@@ -385,6 +447,28 @@ impl Server {
             operators: Arc::clone(&operators),
             shutdown: shutdown_rx.clone(),
         });
+        if let (Some(tcp), Some(cert)) = (https, server_cert) {
+            use axum::serve::ListenerExt;
+            let listener = http::https::HttpsListener::start(tcp, cert, shutdown_rx.clone())
+                .map_err(|source| ServerError::Bind {
+                    what: "HTTPS",
+                    addr: https_addr.unwrap_or(http_addr),
+                    source,
+                })?
+                // Tapping makes the connection's peer address the handlers' `ConnectInfo`.
+                .tap_io(|_| {});
+            let app = app.clone();
+            let mut https_shutdown = shutdown_rx.clone();
+            tasks.spawn(async move {
+                let app = app.into_make_service_with_connect_info::<SocketAddr>();
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                    let _ = https_shutdown.changed().await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "HTTPS server failed");
+                }
+            });
+        }
         let mut http_shutdown = shutdown_rx;
         tasks.spawn(async move {
             let app = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -408,15 +492,17 @@ impl Server {
             config.forecast_interval,
             shutdown.subscribe(),
         ));
-        tracing::info!(%http_addr, %mqtt_addr, ?mqtt_tls_addr, data_dir = %config.data_dir.display(), "fleetmon server listening");
+        tracing::info!(%http_addr, ?https_addr, %mqtt_addr, ?mqtt_tls_addr, data_dir = %config.data_dir.display(), "fleetmon server listening");
         Ok(Server {
             http_addr,
             mqtt_addr,
             mqtt_tls_addr,
+            https_addr,
             state,
             alerting,
             operators,
             setup_token,
+            device_tags: config.device_tags.clone(),
             shutdown,
             tasks,
             wal_writer: Some(wal_writer),
@@ -437,6 +523,11 @@ impl Server {
         self.mqtt_tls_addr
     }
 
+    /// Where the HTTP API is served over TLS, if it is.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
+    }
+
     pub fn state(&self) -> &Arc<State> {
         &self.state
     }
@@ -444,6 +535,17 @@ impl Server {
     /// Re-reads the alert rule files and dispatcher settings (SIGHUP); alert state is kept.
     pub fn reload_rules(&self) -> Result<(), alerting::AlertingError> {
         self.alerting.reload()
+    }
+
+    /// Re-reads the device tags file (SIGHUP), if one is configured; every device's tags and
+    /// so the labels of its new samples follow. A file that does not parse changes nothing.
+    pub fn reload_device_tags(&self) -> Result<bool, fleet::tags::TagError> {
+        let Some(path) = &self.device_tags else {
+            return Ok(false);
+        };
+        let rules = fleet::tags::TagRules::load(path)?;
+        self.state.registry_mut().set_tag_rules(rules);
+        Ok(true)
     }
 
     pub fn alerting(&self) -> &Arc<alerting::Alerting> {

@@ -78,6 +78,11 @@ impl Incoming {
         self.peer
     }
 
+    /// Whether establishing it takes a TLS handshake.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Completes the transport's handshake (a refused TLS handshake is a security event).
     pub async fn establish(self) -> io::Result<Established> {
         self.tcp.set_nodelay(true)?;

@@ -17,6 +17,14 @@ use crate::telemetry::Telemetry;
 
 /// The default of [`State::max_series_per_device`].
 pub const DEFAULT_MAX_SERIES_PER_DEVICE: usize = 10_000;
+/// The default message rate per device: 200 messages a second with bursts of 5,000. Far
+/// above what the agent (10 s interval; a backlog drains at 50 batches/s, its HTTP fallback
+/// sends up to 50/s × interval at once) and the simulator (at least 10 ms between batches,
+/// at most 1,000 unacknowledged to resend after an outage) ever send.
+pub const DEFAULT_DEVICE_RATE: Option<crate::ratelimit::Rate> = Some(crate::ratelimit::Rate {
+    per_second: 200.0,
+    burst: 5_000.0,
+});
 
 pub struct State {
     registry: RwLock<Registry>,
@@ -41,6 +49,8 @@ pub struct State {
     pub anomaly: Mutex<crate::fleet::anomaly::Scorer>,
     /// Security events, the CA, live certificates, revocations.
     pub security: Arc<Security>,
+    /// Message rate per device, shared by MQTT and HTTP ingest.
+    pub device_rate: crate::ratelimit::DeviceRate,
 }
 
 impl State {
@@ -68,6 +78,7 @@ impl State {
             max_series_per_device: DEFAULT_MAX_SERIES_PER_DEVICE,
             anomaly: Mutex::new(crate::fleet::anomaly::Scorer::default()),
             security,
+            device_rate: crate::ratelimit::DeviceRate::new(DEFAULT_DEVICE_RATE),
         }
     }
 
@@ -120,24 +131,50 @@ impl State {
         self.registry.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Replaces the tags of device `id` (registering it if never seen) and saves every
-    /// device's tags; on a failed save the old tags stay. Returns the device.
+    /// Replaces the API tags of device `id` (registering it if never seen) and saves every
+    /// device's API tags; on a failed save the old tags stay. Returns the device.
     pub fn set_tags(&self, id: &str, new: Tags) -> Result<Device, TagError> {
         tags::validate(&new)?;
         let mut registry = self.registry_mut();
-        let previous = std::mem::replace(&mut registry.entry(id).tags, new);
+        let previous = registry.set_api_tags(id, new);
         if let Some(path) = &self.tags_path {
             let all: BTreeMap<&str, &Tags> = registry
                 .iter()
-                .filter(|(_, d)| !d.tags.is_empty())
-                .map(|(k, d)| (k.as_str(), &d.tags))
+                .filter(|(_, d)| !d.api_tags.is_empty())
+                .map(|(k, d)| (k.as_str(), &d.api_tags))
                 .collect();
             if let Err(e) = tags::save(path, &all) {
-                registry.entry(id).tags = previous;
+                registry.set_api_tags(id, previous);
                 return Err(e);
             }
         }
         Ok(registry.entry(id).clone())
+    }
+
+    /// Counts one message of `device` against its rate; over it, reports the device as a
+    /// security event (at most once a minute) and says when to retry. `action` says what
+    /// happens to the messages over the rate, for the event.
+    pub fn check_device_rate(
+        &self,
+        device: &str,
+        source: Option<std::net::SocketAddr>,
+        action: &str,
+    ) -> Result<(), crate::ratelimit::Limited> {
+        let now = self.now_ms();
+        self.device_rate.check(device, now).inspect_err(|limited| {
+            if let (Some(n), Some(rate)) = (limited.report, self.device_rate.rate()) {
+                self.security.events.record(
+                    now,
+                    crate::security::events::Kind::RateLimited,
+                    Some(device),
+                    source,
+                    format!(
+                        "device {device:?} publishes faster than {} messages/s (burst {}): {n} message(s) {action} since the last report",
+                        rate.per_second, rate.burst
+                    ),
+                );
+            }
+        })
     }
 
     pub fn now_ms(&self) -> i64 {

@@ -21,6 +21,11 @@ pub struct RejectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SecurityLabels {
     pub kind: &'static str,
 }
@@ -37,12 +42,15 @@ pub struct Telemetry {
     pub samples: Counter,
     pub samples_too_old: Counter,
     pub rejected: Family<RejectLabels, Counter>,
+    pub delayed: Family<RejectLabels, Counter>,
     pub wal_syncs: Counter,
     pub wal_bytes: Counter,
     pub wal_errors: Counter,
     pub wal_group_batches: Histogram,
     pub mqtt_connections: Gauge,
     pub mqtt_connections_opened: Counter,
+    pub mqtt_connections_refused: Family<ReasonLabels, Counter>,
+    pub mqtt_connections_delayed: Counter,
     pub mqtt_dropped_deliveries: Counter,
     pub security_events: Family<SecurityLabels, Counter>,
     pub devices: Family<StatusLabels, Gauge>,
@@ -66,6 +74,7 @@ impl Telemetry {
             samples: Counter::default(),
             samples_too_old: Counter::default(),
             rejected: Family::default(),
+            delayed: Family::default(),
             wal_syncs: Counter::default(),
             wal_bytes: Counter::default(),
             wal_errors: Counter::default(),
@@ -74,6 +83,8 @@ impl Telemetry {
             ]),
             mqtt_connections: Gauge::default(),
             mqtt_connections_opened: Counter::default(),
+            mqtt_connections_refused: Family::default(),
+            mqtt_connections_delayed: Counter::default(),
             mqtt_dropped_deliveries: Counter::default(),
             security_events: Family::default(),
             devices: Family::default(),
@@ -99,6 +110,11 @@ impl Telemetry {
             "ingest_rejected",
             "Payloads rejected and never acknowledged, by transport and reason",
             t.rejected.clone(),
+        );
+        r.register(
+            "ingest_delayed",
+            "Publishes held back, by transport and reason: over its device's message rate, an MQTT 3.1.1 connection is not read until a token is due",
+            t.delayed.clone(),
         );
         r.register(
             "wal_syncs",
@@ -134,6 +150,16 @@ impl Telemetry {
             "mqtt_connections_opened",
             "MQTT connections accepted",
             t.mqtt_connections_opened.clone(),
+        );
+        r.register(
+            "mqtt_connections_refused",
+            "MQTT connections refused by the connection limits, by reason (max_connections, max_connections_per_address, connection_rate)",
+            t.mqtt_connections_refused.clone(),
+        );
+        r.register(
+            "mqtt_connections_delayed",
+            "MQTT connections held back to keep to their address's connection rate",
+            t.mqtt_connections_delayed.clone(),
         );
         r.register(
             "mqtt_dropped_deliveries",

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fastrand::Rng;
-use fleetmon_protocol::{Format, SeqSet, Topic, encode_json, encode_protobuf};
+use fleetmon_protocol::{Format, SeqSet, Topic, encode_columnar, encode_json, encode_protobuf};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions,
     Outgoing, Packet, Publish, QoS, Request,
@@ -467,6 +467,7 @@ impl Device {
         let batch = self.generator.batch(seq, device_clock);
         let payload = match self.cfg.format {
             Format::Protobuf => encode_protobuf(&batch),
+            Format::Columnar => encode_columnar(&batch),
             Format::Json => encode_json(&batch),
         };
         let samples = u32::try_from(batch.samples.len()).unwrap_or(u32::MAX);

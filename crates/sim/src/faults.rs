@@ -200,12 +200,12 @@ impl FaultPlan {
     }
 
     /// The payload of batch `seq` with one byte flipped: a byte of the frame body for
-    /// protobuf (the CRC-32C then fails), the first byte for JSON (then it is neither JSON
+    /// either frame version (the CRC-32C then fails), the first byte for JSON (then it is neither JSON
     /// nor a frame).
     pub fn corrupt_payload(&self, seq: u64, payload: &[u8], format: Format) -> Vec<u8> {
         let mut out = payload.to_vec();
         let at = match format {
-            Format::Protobuf if out.len() > FRAME_HEADER => {
+            Format::Protobuf | Format::Columnar if out.len() > FRAME_HEADER => {
                 let body = (out.len() - FRAME_HEADER) as f64;
                 FRAME_HEADER + (self.unit(seq, Decision::CorruptByte) * body) as usize
             }

@@ -1,4 +1,4 @@
-//! The HTTP fallback: `POST {http_url}/api/v1/ingest` with the same protobuf frame as MQTT.
+//! The HTTP fallback: `POST {http_url}/api/v1/ingest` with the same frame as MQTT.
 //! The server answers 200 only once the batch is durable (`duplicate` included), so a 200 is
 //! an acknowledgement exactly like a PUBACK and the batch leaves the spool. Any other answer
 //! leaves it there. HTTPS verifies the server against the configured CA only, with the
@@ -93,7 +93,7 @@ impl HttpUplink {
         let mut r = self
             .agent
             .post(&self.url)
-            .header("content-type", "application/x-protobuf")
+            .header("content-type", "application/octet-stream")
             .send(payload)?;
         let status = r.status().as_u16();
         if status == 200 {

@@ -31,7 +31,7 @@ pub const DISK_HORIZON_HOURS: f64 = 30.0 * 24.0;
 /// Whether `metric` is one the server writes itself (derived series, anomaly scores, alert
 /// rules' `ALERTS`), not one a device sent.
 pub fn is_derived(metric: &str) -> bool {
-    const NAMES: [&str; 15] = [
+    const NAMES: [&str; 16] = [
         "device_up",
         "device_last_seen_timestamp_seconds",
         "ingest_data_latency_seconds",
@@ -40,6 +40,7 @@ pub fn is_derived(metric: &str) -> bool {
         "firmware_below_policy",
         "listening_ports_new",
         "temperature_limit_celsius",
+        "network_utilization_ratio",
         "battery_drain_ratio_per_hour",
         "anomaly_score",
         "anomaly_peer_score",
@@ -180,6 +181,13 @@ pub fn snapshot(
         }
         if let Some(t) = limits.temperature(d) {
             put("temperature_limit_celsius", &[], t.critical_c);
+        }
+        for (interface, direction, _, used) in super::health::link_utilization(d, limits) {
+            put(
+                "network_utilization_ratio",
+                &[("interface", interface), ("direction", direction.as_str())],
+                used,
+            );
         }
         if let Some(n) = ports.new_ports(id, d, now_ms) {
             put("listening_ports_new", &[], n as f64);

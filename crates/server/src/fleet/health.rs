@@ -45,7 +45,11 @@ pub struct Thresholds {
     pub memory_warning: f64,
     pub swap_warning: f64,
     pub clock_skew_warning_ms: i64,
-    /// Temperature limits per model and device (over the two temperature levels above).
+    /// Share of a link's capacity in use (either direction).
+    pub link_warning: f64,
+    pub link_critical: f64,
+    /// Temperature limits and link capacities per model and device (the temperature ones
+    /// over the two temperature levels above).
     pub limits: super::limits::Limits,
 }
 
@@ -61,6 +65,8 @@ impl Default for Thresholds {
             memory_warning: 0.95,
             swap_warning: 0.80,
             clock_skew_warning_ms: 5_000,
+            link_warning: 0.80,
+            link_critical: 0.95,
             limits: super::limits::Limits::default(),
         }
     }
@@ -122,6 +128,46 @@ fn worst(d: &Device, metric: &str, label: &str, higher_is_worse: bool) -> Option
             };
             if b_worse { b } else { a }
         })
+}
+
+/// The device's links with a known capacity: (interface, direction, capacity in bits per
+/// second, share of it in use).
+pub fn link_utilization<'a>(
+    d: &'a Device,
+    limits: &'a super::limits::Limits,
+) -> impl Iterator<Item = (&'a str, super::link::Direction, f64, f64)> + 'a {
+    d.links
+        .rates()
+        .filter_map(move |(interface, direction, bps)| {
+            let capacity = limits.link_capacity(d, interface, direction)?;
+            Some((interface, direction, capacity, bps / capacity))
+        })
+}
+
+/// The fullest link, for the `link_saturated` check: its share in use and its description.
+fn busiest_link(d: &Device, limits: &super::limits::Limits) -> Option<(f64, String)> {
+    link_utilization(d, limits)
+        .filter(|(.., u)| u.is_finite())
+        .max_by(|a, b| a.3.total_cmp(&b.3))
+        .map(|(interface, direction, capacity, u)| {
+            let who = format!(
+                " {interface} {} ({} capacity)",
+                direction.as_str(),
+                bits(capacity)
+            );
+            (u, who)
+        })
+}
+
+/// A rate in bits per second, in the unit people read it in.
+fn bits(bps: f64) -> String {
+    match bps {
+        b if b >= 1e9 => format!("{:.3} Gbit/s", b / 1e9),
+        b if b >= 1e6 => format!("{:.3} Mbit/s", b / 1e6),
+        b if b >= 1e3 => format!("{:.3} kbit/s", b / 1e3),
+        b => format!("{b:.0} bit/s"),
+    }
+    .replace(".000 ", " ")
 }
 
 fn pct(v: f64) -> String {
@@ -218,6 +264,14 @@ pub fn assess(
         None,
         "swap_high",
         "swap",
+        pct,
+    );
+    c.above(
+        busiest_link(d, &t.limits),
+        t.link_warning,
+        Some(t.link_critical),
+        "link_saturated",
+        "link",
         pct,
     );
     if let (Some(policy), Some(firmware)) = (policy, d.info("firmware")) {
@@ -324,6 +378,49 @@ mod tests {
         );
         assert_eq!(h.reasons[1].level, Level::Critical);
         assert_eq!(h.reasons[0].check, "battery_low");
+    }
+
+    #[test]
+    fn a_link_near_its_capacity_is_saturated() {
+        let mut d = Device::default();
+        let wwan = BTreeMap::from([("interface".to_owned(), "wwan0".to_owned())]);
+        let tx = "network_transmit_bytes_total".to_owned();
+        let rx = "network_receive_bytes_total".to_owned();
+        // 10 s apart: 230 kB up (184 kbit/s), 100 kB down (80 kbit/s).
+        d.record_values([(&tx, &wwan, 0, 0.0), (&rx, &wwan, 0, 0.0)]);
+        d.record_values([
+            (&tx, &wwan, 10_000, 230_000.0),
+            (&rx, &wwan, 10_000, 100_000.0),
+        ]);
+        let mut t = Thresholds::default();
+        let h = assess(&d, Status::Online, 0, 0, &t, None);
+        assert!(h.reasons.is_empty(), "no capacity configured, no check");
+
+        t.limits = toml::from_str(
+            "[[link]]\nmodel = \"*\"\ncapacity_bits_per_second = 1e6\ntransmit_bits_per_second = 2e5\n",
+        )
+        .unwrap();
+        let h = assess(&d, Status::Online, 0, 0, &t, None);
+        assert_eq!(h.level, Level::Warning);
+        assert_eq!(h.reasons[0].check, "link_saturated");
+        assert_eq!(
+            h.reasons[0].message,
+            "link wwan0 transmit (200 kbit/s capacity) at 92 %"
+        );
+        let used: Vec<_> = link_utilization(&d, &t.limits)
+            .map(|(i, dir, _, u)| (i, dir.as_str(), (u * 1000.0).round() / 1000.0))
+            .collect();
+        assert_eq!(
+            used,
+            [("wwan0", "receive", 0.08), ("wwan0", "transmit", 0.92)]
+        );
+
+        d.tags.insert(
+            super::super::limits::LINK_CAPACITY_TAG.into(),
+            "190000".into(),
+        );
+        let h = assess(&d, Status::Online, 0, 0, &t, None);
+        assert_eq!(h.level, Level::Critical);
     }
 
     #[test]

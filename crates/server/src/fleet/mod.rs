@@ -5,9 +5,10 @@
 //! - [`availability`]: online/offline transitions with reasons; flapping.
 //! - [`integrity`]: received, duplicate, missing, out of order, late, corrupt, device drops.
 //! - [`timing`]: clock skew and data latency.
-//! - [`tags`]: site, group, model, position — set by operators, attached as labels.
+//! - [`tags`]: site, group, model, position — from the tags file and the API, attached as labels.
 //! - [`energy`]: battery drain rate and time to empty.
-//! - [`limits`]: temperature limits per model and device.
+//! - [`link`]: throughput per network interface.
+//! - [`limits`]: temperature limits and link capacities per model and device.
 //! - [`firmware`]: the firmware policy — minimum versions, vulnerable ranges.
 //! - [`health`]: ok / warning / critical with reasons.
 //! - [`trend`]: robust line fits for forecasts.
@@ -25,6 +26,7 @@ pub mod firmware;
 pub mod health;
 pub mod integrity;
 pub mod limits;
+pub mod link;
 pub mod tags;
 pub mod timing;
 pub mod trend;
@@ -119,12 +121,17 @@ pub struct Device {
     pub timing: Timing,
     /// Keyed by (metric, labels) without the device label.
     pub last_values: BTreeMap<(String, BTreeMap<String, String>), (i64, f64)>,
+    /// Throughput per network interface, from the byte counters.
+    pub links: link::LinkMeters,
     pub mqtt_sessions: u32,
     pub http_last_seen_ms: Option<i64>,
     /// Last payload on the device's status topic (`online`, `offline`).
     pub reported_status: Option<String>,
     pub address: Option<String>,
+    /// The device's tags: the tags file's ([`tags::TagRules`]) with the API's over them.
     pub tags: Tags,
+    /// The tags set through the API (what `DATA_DIR/tags.json` keeps).
+    pub api_tags: Tags,
     /// Bumped whenever the device is changed through the registry; keys [`HealthCache`].
     pub generation: u64,
     /// The last health assessment, reused while nothing it depends on changed.
@@ -230,6 +237,9 @@ impl Device {
         values: impl IntoIterator<Item = (&'a String, &'a BTreeMap<String, String>, i64, f64)>,
     ) {
         for (metric, labels, ts_ms, value) in values {
+            if metric.starts_with("network_") {
+                self.links.observe(metric, labels, ts_ms, value);
+            }
             let entry = self
                 .last_values
                 .entry((metric.clone(), labels.clone()))
@@ -310,6 +320,8 @@ impl Device {
 #[derive(Debug, Default)]
 pub struct Registry {
     devices: HashMap<String, Device>,
+    /// Tags by device id from the configuration.
+    tag_rules: tags::TagRules,
 }
 
 impl Registry {
@@ -317,12 +329,41 @@ impl Registry {
         self.devices.get(id)
     }
 
-    /// The device to change (made when new); its generation is bumped, so its cached health
-    /// is assessed again.
+    /// The device to change (made when new, with the tags file's tags); its generation is
+    /// bumped, so its cached health is assessed again.
     pub fn entry(&mut self, id: &str) -> &mut Device {
-        let d = self.devices.entry(id.to_owned()).or_default();
+        let rules = &self.tag_rules;
+        let d = self.devices.entry(id.to_owned()).or_insert_with(|| Device {
+            tags: rules.tags_for(id),
+            ..Device::default()
+        });
         d.generation = d.generation.wrapping_add(1);
         d
+    }
+
+    /// The tags of device `id`, also before its first batch is recorded (the tags file's).
+    pub fn tags_of(&self, id: &str) -> std::borrow::Cow<'_, Tags> {
+        match self.devices.get(id) {
+            Some(d) => std::borrow::Cow::Borrowed(&d.tags),
+            None => std::borrow::Cow::Owned(self.tag_rules.tags_for(id)),
+        }
+    }
+
+    /// Replaces the tags file's rules and recomputes every device's tags.
+    pub fn set_tag_rules(&mut self, rules: tags::TagRules) {
+        self.tag_rules = rules;
+        for (id, d) in &mut self.devices {
+            d.tags = tags::effective(&self.tag_rules, id, &d.api_tags);
+            d.generation = d.generation.wrapping_add(1);
+        }
+    }
+
+    /// Replaces the API tags of device `id` (registering it); returns the previous ones.
+    pub fn set_api_tags(&mut self, id: &str, api: Tags) -> Tags {
+        let tags = tags::effective(&self.tag_rules, id, &api);
+        let d = self.entry(id);
+        d.tags = tags;
+        std::mem::replace(&mut d.api_tags, api)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Device)> {

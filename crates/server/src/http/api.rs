@@ -2,12 +2,15 @@
 //! roll-ups, integrity, raw samples, and ingest.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
-use axum::Json;
 use axum::body::Bytes;
+use axum::extract::ConnectInfo;
 use axum::extract::State as AxumState;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use fleetmon_protocol::decode;
 use serde::{Deserialize, Serialize};
 
@@ -211,11 +214,13 @@ pub async fn samples(
 }
 
 /// `POST /api/v1/ingest`: one batch, protobuf frame or JSON. Answers 200 only once the batch
-/// is durable (or was already stored).
+/// is durable (or was already stored); 429 with `Retry-After` when its device is over its
+/// message rate.
 pub async fn ingest(
     AxumState(app): AxumState<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, Response> {
     let st = &app.state;
     let reject = |reason: &'static str| {
         st.telemetry
@@ -236,19 +241,42 @@ pub async fn ingest(
                 st.limits.max_payload_bytes
             ),
         )
+        .into_response()
     })?;
     let (batch, _) = decode(&body, &st.limits).map_err(|e| {
         reject(e.kind());
         tracing::warn!(reason = %e, "HTTP batch rejected");
-        ApiError::from(e)
+        ApiError::from(e).into_response()
     })?;
+    if let Err(limited) = st.check_device_rate(&batch.device, peer.map(|p| p.0.0), "answered 429") {
+        reject("rate_limited");
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "device {:?} is over its message rate; batch {} not stored, retry in {} s",
+                batch.device,
+                batch.seq,
+                limited.retry_after_secs()
+            ),
+        )
+        .into_response();
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(limited.retry_after_secs()),
+        );
+        return Err(r);
+    }
     if let Err(why) = st.check_series_budget(&batch) {
         reject("too_many_series");
         tracing::warn!(device = %batch.device, reason = %why, "HTTP batch rejected");
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why));
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why).into_response());
     }
     let (device, seq) = (batch.device.clone(), batch.seq);
-    let outcome = app.ingest.store(batch, Transport::Http).await?;
+    let outcome = app
+        .ingest
+        .store(batch, Transport::Http)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
     let now = st.now_ms();
     st.registry_mut().http_seen(&device, now, None);
     Ok(Json(serde_json::json!({

@@ -18,6 +18,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod https;
 pub mod list;
 pub mod live;
 pub mod login;

@@ -73,7 +73,14 @@ pub enum Refusal {
     NotAuthorized,
     /// Over a per-device limit (series per device).
     QuotaExceeded,
+    /// Over the device's message rate. MQTT 5 allows 0x96 "message rate too high" only in
+    /// DISCONNECT, so this is "quota exceeded" (0x97) with the reason string
+    /// [`RATE_TOO_HIGH`].
+    RateTooHigh,
 }
+
+/// The reason string of a PUBACK or PUBREC refusing a publish over the device's rate.
+pub const RATE_TOO_HIGH: &str = "message rate too high";
 
 /// Why a CONNECT was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +89,8 @@ pub enum ConnectRefusal {
     ClientId,
     /// A device certificate's client id or Last Will outside its own topics.
     NotAuthorized,
+    /// Over the connection limits: MQTT 5 "quota exceeded", MQTT 3.1.1 "server unavailable".
+    QuotaExceeded,
 }
 
 /// What the server sends.
@@ -322,7 +331,7 @@ fn from_v5(p: p5::Packet) -> Result<In, CodecError> {
 pub fn write(version: Version, out: Out, buf: &mut BytesMut, max: usize) -> Result<(), CodecError> {
     match version {
         Version::V4 => to_v4(out).write(buf, max).map(drop).map_err(CodecError::V4),
-        Version::V5 => to_v5(out)
+        Version::V5 => to_v5(out, max)
             .write(buf, u32::try_from(max).ok())
             .map(drop)
             .map_err(CodecError::V5),
@@ -340,6 +349,7 @@ fn to_v4(out: Out) -> P4 {
                 Some(ConnectRefusal::ProtocolVersion) => ConnectReturnCode::RefusedProtocolVersion,
                 Some(ConnectRefusal::ClientId) => ConnectReturnCode::BadClientId,
                 Some(ConnectRefusal::NotAuthorized) => ConnectReturnCode::NotAuthorized,
+                Some(ConnectRefusal::QuotaExceeded) => ConnectReturnCode::ServiceUnavailable,
             },
             false,
         )),
@@ -361,7 +371,33 @@ fn to_v4(out: Out) -> P4 {
     }
 }
 
-fn to_v5(out: Out) -> p5::Packet {
+/// What a successful MQTT 5 CONNACK tells the client: the largest packet it may send.
+fn connack_properties(max: usize) -> p5::ConnAckProperties {
+    p5::ConnAckProperties {
+        session_expiry_interval: None,
+        receive_max: None,
+        max_qos: None,
+        retain_available: None,
+        max_packet_size: Some(u32::try_from(max).unwrap_or(u32::MAX)),
+        assigned_client_identifier: None,
+        topic_alias_max: None,
+        reason_string: None,
+        user_properties: Vec::new(),
+        wildcard_subscription_available: None,
+        subscription_identifiers_available: None,
+        shared_subscription_available: None,
+        server_keep_alive: None,
+        response_information: None,
+        server_reference: None,
+        authentication_method: None,
+        authentication_data: None,
+    }
+}
+
+/// `max` is the largest packet accepted, advertised in a successful CONNACK (as the maximum
+/// packet size, which counts the fixed header too, so clients stay within it).
+fn to_v5(out: Out, max: usize) -> p5::Packet {
+    let reason_string = |why| (why == Refusal::RateTooHigh).then(|| RATE_TOO_HIGH.to_owned());
     match out {
         Out::ConnAck(refusal) => p5::Packet::ConnAck(p5::ConnAck {
             session_present: false,
@@ -372,29 +408,42 @@ fn to_v5(out: Out) -> p5::Packet {
                 }
                 Some(ConnectRefusal::ClientId) => p5::ConnectReturnCode::ClientIdentifierNotValid,
                 Some(ConnectRefusal::NotAuthorized) => p5::ConnectReturnCode::NotAuthorized,
+                Some(ConnectRefusal::QuotaExceeded) => p5::ConnectReturnCode::QuotaExceeded,
             },
-            properties: None,
+            properties: refusal.is_none().then(|| connack_properties(max)),
         }),
         Out::PubAck(pkid) => p5::Packet::PubAck(p5::PubAck::new(pkid, None)),
         Out::PubRec(pkid) => p5::Packet::PubRec(p5::PubRec::new(pkid, None)),
         Out::PubComp(pkid) => p5::Packet::PubComp(p5::PubComp::new(pkid, None)),
         Out::Refuse { pkid, qos, why } => {
             if qos == QoS::ExactlyOnce {
-                let mut rec = p5::PubRec::new(pkid, None);
+                let properties = reason_string(why).map(|reason_string| p5::PubRecProperties {
+                    reason_string: Some(reason_string),
+                    user_properties: Vec::new(),
+                });
+                let mut rec = p5::PubRec::new(pkid, properties);
                 rec.reason = match why {
                     Refusal::PayloadFormatInvalid => p5::PubRecReason::PayloadFormatInvalid,
                     Refusal::TopicNameInvalid => p5::PubRecReason::TopicNameInvalid,
                     Refusal::NotAuthorized => p5::PubRecReason::NotAuthorized,
-                    Refusal::QuotaExceeded => p5::PubRecReason::QuotaExceeded,
+                    Refusal::QuotaExceeded | Refusal::RateTooHigh => {
+                        p5::PubRecReason::QuotaExceeded
+                    }
                 };
                 p5::Packet::PubRec(rec)
             } else {
-                let mut ack = p5::PubAck::new(pkid, None);
+                let properties = reason_string(why).map(|reason_string| p5::PubAckProperties {
+                    reason_string: Some(reason_string),
+                    user_properties: Vec::new(),
+                });
+                let mut ack = p5::PubAck::new(pkid, properties);
                 ack.reason = match why {
                     Refusal::PayloadFormatInvalid => p5::PubAckReason::PayloadFormatInvalid,
                     Refusal::TopicNameInvalid => p5::PubAckReason::TopicNameInvalid,
                     Refusal::NotAuthorized => p5::PubAckReason::NotAuthorized,
-                    Refusal::QuotaExceeded => p5::PubAckReason::QuotaExceeded,
+                    Refusal::QuotaExceeded | Refusal::RateTooHigh => {
+                        p5::PubAckReason::QuotaExceeded
+                    }
                 };
                 p5::Packet::PubAck(ack)
             }
@@ -510,6 +559,45 @@ mod tests {
                 assert_eq!(a.pkid, 7);
                 assert_eq!(a.reason, p5::PubAckReason::PayloadFormatInvalid);
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn connack_advertises_the_packet_limit_and_rate_refusals_say_why() {
+        let mut buf = BytesMut::new();
+        write(Version::V5, Out::ConnAck(None), &mut buf, 70_000).unwrap();
+        match p5::Packet::read(&mut buf, None).unwrap() {
+            p5::Packet::ConnAck(c) => {
+                assert_eq!(c.properties.and_then(|p| p.max_packet_size), Some(70_000));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut buf = BytesMut::new();
+        let refuse = |qos| Out::Refuse {
+            pkid: 3,
+            qos,
+            why: Refusal::RateTooHigh,
+        };
+        write(Version::V5, refuse(QoS::AtLeastOnce), &mut buf, 1 << 20).unwrap();
+        write(Version::V5, refuse(QoS::ExactlyOnce), &mut buf, 1 << 20).unwrap();
+        match p5::Packet::read(&mut buf, None).unwrap() {
+            p5::Packet::PubAck(a) => {
+                assert_eq!(a.reason, p5::PubAckReason::QuotaExceeded);
+                let why = a.properties.and_then(|p| p.reason_string);
+                assert_eq!(why.as_deref(), Some(RATE_TOO_HIGH));
+            }
+            other => panic!("{other:?}"),
+        }
+        match p5::Packet::read(&mut buf, None).unwrap() {
+            p5::Packet::PubRec(r) => assert_eq!(r.reason, p5::PubRecReason::QuotaExceeded),
+            other => panic!("{other:?}"),
+        }
+        let mut buf = BytesMut::new();
+        let refused = Out::ConnAck(Some(ConnectRefusal::QuotaExceeded));
+        write(Version::V4, refused, &mut buf, 1 << 20).unwrap();
+        match P4::read(&mut buf, 1 << 20).unwrap() {
+            P4::ConnAck(c) => assert_eq!(c.code, rumqttc::ConnectReturnCode::ServiceUnavailable),
             other => panic!("{other:?}"),
         }
     }

@@ -12,6 +12,12 @@
 //! PUBACK with "payload format invalid", "topic name invalid" or "not authorized", and the
 //! connection stays up.
 //!
+//! Every publish counts against its device's message rate ([`crate::ratelimit`]). Over it,
+//! MQTT 5 refuses the publish with PUBACK (or PUBREC) "quota exceeded" and the reason string
+//! "message rate too high"; MQTT 3.1.1, which cannot refuse, holds the publish and stops
+//! reading the connection until the device's next token is due (TCP then slows the sender).
+//! Either way the batch is not stored yet, and never acknowledged before it is.
+//!
 //! On the TLS listener the connection speaks for the device its certificate names, and only
 //! for it ([`crate::security::acl`]): its client id, Last Will, publishes and subscriptions
 //! stay under its own id, every refusal is a security event, and the session ends when the
@@ -26,7 +32,7 @@ use fleetmon_protocol::{Topic, decode};
 use rumqttc::{Publish, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 
 use super::Context;
 use super::broker::{Delivery, min_qos};
@@ -34,7 +40,7 @@ use super::codec::{self, CodecError, ConnectRefusal, In, Out, Refusal, Version, 
 use super::filter;
 use crate::fleet::{Reason, Transport};
 use crate::ingest::{Accepted, Pending};
-use crate::listener::{Connection, Established};
+use crate::listener::{Connection, Established, Incoming};
 use crate::security::acl;
 use crate::security::events::Kind;
 use crate::security::live::Close;
@@ -165,13 +171,20 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
         devices: HashSet::new(),
         will_on_disconnect: false,
         identity: device,
+        held: None,
     };
     // §3.1.2.10: close after one and a half keepalive periods without a packet.
     let keepalive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
 
     let reason = loop {
+        let held = session.held.take();
         let read = async {
+            // A publish over its device's rate: nothing more is read until it is due.
+            if let Some((due, p)) = held {
+                tokio::time::sleep_until(due).await;
+                return Some(Ok(In::Publish(p)));
+            }
             let next = read_in(&mut reader, &mut buf, Some(version), max);
             match keepalive {
                 Some(k) => timeout(k, next).await.ok(),
@@ -239,6 +252,29 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
     }
 }
 
+/// How long a refused connection may take to send its CONNECT before it is just closed.
+const REFUSAL_READ: Duration = Duration::from_secs(1);
+
+/// Answers a connection refused by the connection limits: reads its CONNECT (briefly) to
+/// learn the version, answers CONNACK "quota exceeded" (MQTT 5) or "server unavailable"
+/// (MQTT 3.1.1), and closes. A TLS connection is closed at once: a handshake to say no
+/// costs the server more than the client.
+pub async fn refuse_connection(incoming: Incoming, max: usize) {
+    if incoming.is_tls() {
+        return;
+    }
+    let Ok(conn) = incoming.establish().await else {
+        return;
+    };
+    let (mut reader, mut writer) = tokio::io::split(conn.stream);
+    let mut buf = BytesMut::with_capacity(512);
+    let read = timeout(REFUSAL_READ, read_in(&mut reader, &mut buf, None, max)).await;
+    if let Ok(Ok(In::Connect(c))) = read {
+        let refusal = Out::ConnAck(Some(ConnectRefusal::QuotaExceeded));
+        let _ = write_out(&mut writer, c.version, refusal, max).await;
+    }
+}
+
 struct Session {
     ctx: Arc<Context>,
     version: Version,
@@ -252,6 +288,8 @@ struct Session {
     will_on_disconnect: bool,
     /// The device a client certificate proved; ACLs apply when set.
     identity: Option<String>,
+    /// MQTT 3.1.1: a publish over its device's rate, handled again when due.
+    held: Option<(Instant, Publish)>,
 }
 
 impl Session {
@@ -354,6 +392,28 @@ impl Session {
             return self.refuse(&p, Refusal::NotAuthorized).await;
         }
         let device = topic.device().to_owned();
+        let action = match self.version {
+            Version::V5 => "refused",
+            Version::V4 => "delayed",
+        };
+        let rate = self
+            .ctx
+            .state
+            .check_device_rate(&device, Some(self.peer_addr), action);
+        if let Err(limited) = rate {
+            return match self.version {
+                Version::V5 => {
+                    self.count_reject("rate_limited");
+                    self.refuse(&p, Refusal::RateTooHigh).await
+                }
+                Version::V4 => {
+                    self.count("rate_limited");
+                    let wait = Duration::from_millis(limited.retry_after_ms.unsigned_abs());
+                    self.held = Some((Instant::now() + wait, p));
+                    Ok(())
+                }
+            };
+        }
         self.speak_for(&device);
         match topic {
             Topic::Telemetry { .. } => self.telemetry(&device, p).await,
@@ -463,6 +523,19 @@ impl Session {
     async fn reject_batch(&self, device: &str, reason: &'static str) {
         self.count_reject(reason);
         self.ctx.ingest.record_corrupt(device).await;
+    }
+
+    /// Counts a publish held back (MQTT 3.1.1).
+    fn count(&self, reason: &'static str) {
+        self.ctx
+            .state
+            .telemetry
+            .delayed
+            .get_or_create(&RejectLabels {
+                transport: "mqtt",
+                reason,
+            })
+            .inc();
     }
 
     fn count_reject(&self, reason: &'static str) {

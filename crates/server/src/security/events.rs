@@ -1,20 +1,24 @@
 //! Security events: what the server saw that an operator should know about — failed TLS
 //! handshakes, revoked certificates in use, topic ACL violations, one certificate used from
-//! two places, certificates about to expire, enrolments.
+//! two places, certificates about to expire, enrolments, devices and addresses over the abuse
+//! limits ([`crate::ratelimit`]).
 //!
-//! The newest [`CAPACITY`] events are kept in memory (`GET /api/v1/events`), every event is
-//! logged, and counters survive the ring buffer: `fleetmon_security_events_total{kind}` among
+//! The newest [`CAPACITY`] events are kept in memory (`GET /api/v1/events`) and on disk
+//! ([`super::journal`], read back at start), every event is logged, and counters survive the
+//! ring buffer: `fleetmon_security_events_total{kind}` among
 //! the self-metrics, and `security_auth_failures_total{device, source}` written into the
 //! store with the derived series (the built-in `AuthFailureBurst` rule reads it).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Mutex;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::journal::{self, Journal};
 use crate::store::{Point, SeriesKey};
 use crate::telemetry::SecurityLabels;
 
@@ -24,7 +28,7 @@ pub const CAPACITY: usize = 1000;
 const MAX_FAILURE_SERIES: usize = 10_000;
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// A TLS client presented no certificate.
@@ -46,10 +50,14 @@ pub enum Kind {
     EnrolmentRefused,
     /// A device enrolled and got a certificate.
     Enrolled,
+    /// A device published faster than its message rate (reported once a minute at most).
+    RateLimited,
+    /// MQTT connections refused by the connection limits (once a minute per address).
+    ConnectionLimited,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::NoClientCertificate,
         Kind::UnknownCa,
         Kind::CertificateExpired,
@@ -60,6 +68,8 @@ impl Kind {
         Kind::CertificateExpiring,
         Kind::EnrolmentRefused,
         Kind::Enrolled,
+        Kind::RateLimited,
+        Kind::ConnectionLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +84,8 @@ impl Kind {
             Kind::CertificateExpiring => "certificate_expiring",
             Kind::EnrolmentRefused => "enrolment_refused",
             Kind::Enrolled => "enrolled",
+            Kind::RateLimited => "rate_limited",
+            Kind::ConnectionLimited => "connection_limited",
         }
     }
 
@@ -95,8 +107,8 @@ impl Kind {
     }
 }
 
-/// One event as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+/// One event as the API shows it (and the journal keeps it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub id: u64,
     pub time_ms: i64,
@@ -121,20 +133,56 @@ struct Inner {
     next_id: u64,
     /// `(device, source IP)` → failures.
     failures: HashMap<(Option<String>, String), u64>,
+    /// Journal lines of events recorded since the last [`Events::sync`].
+    unsynced: Vec<u8>,
 }
 
 /// The event log, shared by the listeners, the sessions and the API.
 pub struct Events {
     inner: Mutex<Inner>,
     counters: Family<SecurityLabels, Counter>,
+    journal: Mutex<Option<Journal>>,
 }
 
 impl Events {
-    /// `counters` is the self-metric family the events are counted in.
+    /// Events in memory only; `counters` is the self-metric family they are counted in.
     pub fn new(counters: Family<SecurityLabels, Counter>) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             counters,
+            journal: Mutex::new(None),
+        }
+    }
+
+    /// Events kept in the journal in `dir` too, with the newest of earlier runs read back.
+    pub fn open(counters: Family<SecurityLabels, Counter>, dir: &Path) -> std::io::Result<Self> {
+        let (journal, recovered) = Journal::open(dir, CAPACITY)?;
+        if recovered.skipped > 0 {
+            tracing::warn!(
+                skipped = recovered.skipped,
+                "security event journal: lines that do not parse were skipped"
+            );
+        }
+        let events = Self::new(counters);
+        {
+            let mut inner = events.lock();
+            inner.next_id = recovered.events.iter().map(|e| e.id).max().unwrap_or(0);
+            inner.ring.extend(recovered.events);
+        }
+        *events.journal.lock().unwrap_or_else(|e| e.into_inner()) = Some(journal);
+        Ok(events)
+    }
+
+    /// Writes the events recorded since the last call to the journal (one write, one
+    /// `fdatasync`). A failure is logged and those events stay in memory only.
+    pub fn sync(&self) {
+        let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(journal) = journal.as_mut() else {
+            return;
+        };
+        let lines = std::mem::take(&mut self.lock().unsynced);
+        if let Err(e) = journal.append(&lines) {
+            tracing::error!(error = %e, "security events not written to the journal");
         }
     }
 
@@ -184,6 +232,10 @@ impl Events {
         };
         if inner.ring.len() == CAPACITY {
             inner.ring.pop_front();
+        }
+        if inner.unsynced.len() < journal::MAX_FILE_BYTES as usize {
+            let line = journal::line(&event);
+            inner.unsynced.extend_from_slice(&line);
         }
         inner.ring.push_back(event);
     }
@@ -266,5 +318,33 @@ mod tests {
         assert_eq!(series[0].1.value, (CAPACITY + 5) as f64);
         assert_eq!(series[0].0.labels["source"], "192.0.2.1");
         assert_eq!(Kind::parse("unknown_ca"), Some(Kind::UnknownCa));
+    }
+
+    #[test]
+    fn events_survive_reopening_and_ids_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let peer: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let events = Events::open(Family::default(), dir.path()).unwrap();
+        events.record(1, Kind::UnknownCa, None, Some(peer), "a");
+        events.record(2, Kind::AclViolation, Some("pi-1"), Some(peer), "b");
+        events.sync();
+        events.record(3, Kind::Enrolled, Some("pi-2"), None, "not synced: lost");
+        drop(events);
+
+        let events = Events::open(Family::default(), dir.path()).unwrap();
+        let listed: Vec<(u64, Kind, String)> = events
+            .list(&Filter::default())
+            .into_iter()
+            .map(|e| (e.id, e.kind, e.detail))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (2, Kind::AclViolation, "b".to_owned()),
+                (1, Kind::UnknownCa, "a".to_owned())
+            ]
+        );
+        events.record(4, Kind::UnknownCa, None, None, "c");
+        assert_eq!(events.list(&Filter::default())[0].id, 3);
     }
 }

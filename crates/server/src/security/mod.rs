@@ -17,6 +17,7 @@ pub mod acl;
 pub mod ca;
 pub mod enrol;
 pub mod events;
+pub mod journal;
 pub mod live;
 pub mod tls;
 
@@ -184,9 +185,13 @@ pub async fn watch(
     let mut last_scan = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                security.events.sync();
+                return;
+            }
             _ = tick.tick() => {}
         }
+        security.events.sync();
         if let Some(index) = &index {
             let now = stamp(index);
             if now != index_stamp {

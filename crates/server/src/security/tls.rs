@@ -74,7 +74,7 @@ impl Presented {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -247,11 +247,10 @@ pub struct DeviceTls {
 }
 
 impl DeviceTls {
-    /// Client certificates must chain to `client_ca`; the server presents `cert`/`key`.
+    /// Client certificates must chain to `client_ca`; the server presents `cert`.
     pub fn new(
         client_ca: &Path,
-        cert: &Path,
-        key: &Path,
+        cert: Arc<ReloadingCert>,
         security: Arc<Security>,
     ) -> Result<Self, TlsError> {
         let provider = provider();
@@ -266,7 +265,7 @@ impl DeviceTls {
         Ok(Self {
             provider,
             client_verifier,
-            cert: Arc::new(ReloadingCert::load(cert, key)?),
+            cert,
             security,
         })
     }
