@@ -217,3 +217,58 @@ fn the_server_serves_the_description_in_login_mode_too() {
     // Everything else still needs a login.
     assert_eq!(common::get(&server.url("/api/v1/devices")).0, 401);
 }
+
+/// The enum's strings at `pointer` in the description.
+fn enum_at(spec: &Value, pointer: &str) -> BTreeSet<String> {
+    spec.pointer(pointer)
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("docs/openapi.json has no enum at {pointer}"))
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The `schema.enum` of a query parameter of `GET path`.
+fn param_enum(spec: &Value, path: &str, name: &str) -> BTreeSet<String> {
+    let params = spec["paths"][path]["get"]["parameters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("GET {path} has no parameters"));
+    let i = params
+        .iter()
+        .position(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("GET {path} has no parameter {name}"));
+    enum_at(
+        spec,
+        &format!(
+            "/paths/{}/get/parameters/{i}/schema/enum",
+            path.replace('/', "~1")
+        ),
+    )
+}
+
+#[test]
+fn enums_list_what_the_code_has() {
+    use fleetmon_server::http::list::SortKey;
+    use fleetmon_server::operators::Role;
+    use fleetmon_server::security::events::Kind;
+    let spec = spec();
+    let kinds: BTreeSet<String> = Kind::ALL.iter().map(|k| k.as_str().to_owned()).collect();
+    assert_eq!(
+        enum_at(
+            &spec,
+            "/components/schemas/SecurityEvent/properties/kind/enum"
+        ),
+        kinds,
+        "security event kinds"
+    );
+    let mut filter = kinds.clone();
+    filter.insert(String::new());
+    assert_eq!(param_enum(&spec, "/api/v1/events", "kind"), filter);
+    let sorts: BTreeSet<String> = SortKey::ALL
+        .iter()
+        .flat_map(|k| [k.name().to_owned(), format!("-{}", k.name())])
+        .collect();
+    assert_eq!(param_enum(&spec, "/api/v1/devices", "sort"), sorts);
+    let roles: BTreeSet<String> = Role::ALL.iter().map(|r| r.as_str().to_owned()).collect();
+    assert_eq!(enum_at(&spec, "/components/schemas/Role/enum"), roles);
+}
