@@ -18,6 +18,8 @@ use crate::value::{LabelSet, Series, Value};
 /// input for unfinished queries, the named function or token where the message quotes one,
 /// else the start of the query.
 pub fn parse(query: &str) -> Result<Expr> {
+    // Before the parser, which recurses per level of nesting (see `nesting`).
+    crate::nesting::check(query).map_err(Error::BadData)?;
     parser::parse(query).map_err(|msg| {
         let (line, col) = error_position(query, &msg);
         Error::Parse(format!("{line}:{col}: parse error: {msg}"))
@@ -150,7 +152,11 @@ impl Engine {
                     )));
                 }
             }
-            t += step_ms;
+            // At the very end of time the next step does not exist (and must not wrap).
+            let Some(next) = t.checked_add(step_ms) else {
+                break;
+            };
+            t = next;
         }
         Ok(out
             .into_iter()

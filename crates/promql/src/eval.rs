@@ -137,7 +137,9 @@ impl<'a> Evaluator<'a> {
             options,
             start,
             end,
-            reach: (end - start).saturating_add(subquery_reach(expr)),
+            reach: end
+                .saturating_sub(start)
+                .saturating_add(subquery_reach(expr)),
             budget: Budget::new(options),
             cache: RefCell::new(HashMap::new()),
             inner: RefCell::new(HashMap::new()),
@@ -214,7 +216,7 @@ impl<'a> Evaluator<'a> {
             Some(AtModifier::End) => self.end,
             Some(AtModifier::At(st)) => system_time_ms(st),
         };
-        base - offset_ms(offset)
+        base.saturating_sub(offset_ms(offset))
     }
 
     /// The selector's series with samples covering `[lo, hi]`, from the cache when it can.
@@ -283,7 +285,7 @@ impl<'a> Evaluator<'a> {
         t: i64,
     ) -> Result<Vec<(LabelSet, i64, f64)>> {
         let rt = self.ref_time(&vs.at, &vs.offset, t);
-        let lo = rt - self.options.lookback_ms;
+        let lo = rt.saturating_sub(self.options.lookback_ms);
         let series = self.load(vs, lo, rt)?;
         let mut out = Vec::new();
         for s in series.iter() {
@@ -309,7 +311,7 @@ impl<'a> Evaluator<'a> {
         t: i64,
     ) -> Result<Vec<Series>> {
         let rt = self.ref_time(&vs.at, &vs.offset, t);
-        let lo = rt - range;
+        let lo = rt.saturating_sub(range);
         let series = self.load(vs, lo, rt)?;
         let mut out = Vec::new();
         let mut count = 0;
@@ -339,10 +341,11 @@ impl<'a> Evaluator<'a> {
         if step <= 0 {
             return Err(Error::BadData("subquery step must be positive".into()));
         }
-        let lo = rt - range;
-        let mut ts = lo.div_euclid(step) * step;
+        let lo = rt.saturating_sub(range);
+        // Saturating: at the ends of time the first aligned step may not exist.
+        let mut ts = lo.div_euclid(step).saturating_mul(step);
         if ts < lo {
-            ts += step;
+            ts = ts.saturating_add(step);
         }
         let mut out: BTreeMap<LabelSet, Vec<(i64, f64)>> = BTreeMap::new();
         let mut count = 0;
@@ -379,7 +382,10 @@ impl<'a> Evaluator<'a> {
                 }
             }
             self.budget.peek(count)?;
-            ts += step;
+            let Some(next) = ts.checked_add(step) else {
+                break;
+            };
+            ts = next;
         }
         Ok(out
             .into_iter()

@@ -9,6 +9,7 @@
 //! - [`functions`]: calls, one file per family; [`aggregate`]: `sum by (...)` and friends;
 //!   [`binary`]: operators and vector matching.
 //! - [`value`]: scalars, vectors, matrices; [`limits`]: options and the per-query budget;
+//!   [`nesting`]: the bound on a query's nesting, checked before parsing;
 //!   [`error`]: what can go wrong.
 //!
 //! Supported language and semantics are listed in `docs/promql.md`.
@@ -20,6 +21,7 @@ pub mod error;
 mod eval;
 pub mod functions;
 pub mod limits;
+pub mod nesting;
 pub mod params;
 pub mod source;
 pub mod value;

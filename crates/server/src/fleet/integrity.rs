@@ -33,15 +33,17 @@ pub struct Counts {
     pub device_dropped: u64,
 }
 
+/// Saturating: a device may claim any drop count and any batch numbers (up to `u64::MAX`), so
+/// fleet totals stop at the top instead of overflowing.
 impl std::ops::AddAssign for Counts {
     fn add_assign(&mut self, o: Counts) {
-        self.received += o.received;
-        self.duplicate += o.duplicate;
-        self.missing += o.missing;
-        self.out_of_order += o.out_of_order;
-        self.late += o.late;
-        self.corrupt += o.corrupt;
-        self.device_dropped += o.device_dropped;
+        self.received = self.received.saturating_add(o.received);
+        self.duplicate = self.duplicate.saturating_add(o.duplicate);
+        self.missing = self.missing.saturating_add(o.missing);
+        self.out_of_order = self.out_of_order.saturating_add(o.out_of_order);
+        self.late = self.late.saturating_add(o.late);
+        self.corrupt = self.corrupt.saturating_add(o.corrupt);
+        self.device_dropped = self.device_dropped.saturating_add(o.device_dropped);
     }
 }
 
@@ -84,7 +86,8 @@ impl Integrity {
         now_ms: i64,
         grace_ms: i64,
     ) -> Arrival {
-        self.device_dropped += dropped_before;
+        // The device says how many it dropped; the claim is not trusted to fit.
+        self.device_dropped = self.device_dropped.saturating_add(dropped_before);
         let highest = self.stored.last();
         let first = self.stored.first();
         if !self.stored.insert(seq) {
@@ -179,6 +182,26 @@ mod tests {
     use super::*;
 
     const GRACE: i64 = 1_000;
+
+    #[test]
+    fn drop_counts_and_totals_saturate_instead_of_overflowing() {
+        let mut i = Integrity::default();
+        i.stored_batch(1, u64::MAX, 0, GRACE);
+        i.stored_batch(2, u64::MAX, 0, GRACE);
+        assert_eq!(i.counts(0, GRACE).device_dropped, u64::MAX);
+        // Two devices whose batch numbers span the whole range: each misses ~2^64 batches.
+        let mut wide = Integrity::default();
+        wide.stored_batch(0, 0, 0, GRACE);
+        wide.stored_batch(u64::MAX, 0, 0, GRACE);
+        let each = wide.counts(10 * GRACE, GRACE);
+        assert_eq!(each.missing, u64::MAX - 1);
+        let mut total = Counts::default();
+        total += each;
+        total += each;
+        total += i.counts(0, GRACE);
+        assert_eq!((total.missing, total.device_dropped), (u64::MAX, u64::MAX));
+        assert_eq!(total.received, 6);
+    }
 
     #[test]
     fn a_gap_becomes_missing_after_the_grace_and_late_when_filled() {

@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State as AxumState};
+use axum::extract::State as AxumState;
 use axum::http::StatusCode;
 use axum::response::Response;
 use fleetmon_alert::{Matcher, NewSilence};
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::{Actor, audit};
 use super::error::ApiError;
+use super::extract::ApiPath;
 
 pub async fn alerts(AxumState(app): AxumState<AppState>) -> Json<Value> {
     Json(app.alerting.alerts_json(app.state.now_ms()))
@@ -131,7 +132,7 @@ pub async fn add_silence(
 pub async fn expire_silence(
     AxumState(app): AxumState<AppState>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     app.alerting
         .expire_silence(&id, app.state.now_ms())

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
+use axum::extract::ConnectInfo;
+use axum::extract::State as AxumState;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Path, Query, State as AxumState};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::{ApiPath, ApiQuery};
 use super::list::{Brief, DeviceList, ListQuery, assess_all, device_list};
 use crate::fleet::availability::Transition;
 use crate::fleet::energy::Estimate;
@@ -137,16 +139,15 @@ pub fn view(id: &str, d: &Device, st: &State, now_ms: i64, detail: bool) -> Devi
 /// `GET /api/v1/devices[?status=&health=&site=&group=&model=&firmware=&q=&sort=&limit=&offset=]`.
 pub async fn list_devices(
     AxumState(app): AxumState<AppState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<DeviceList>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     Ok(Json(device_list(&app, &q)?))
 }
 
 /// `GET /api/v1/devices/{id}`.
 pub async fn get_device(
     AxumState(app): AxumState<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeviceView>, ApiError> {
     let st = &app.state;
     let registry = st.registry();
@@ -176,9 +177,8 @@ pub struct SeriesView {
 /// `GET /api/v1/samples?device=D&metric=M&start_ms=A&end_ms=B`: raw points.
 pub async fn samples(
     AxumState(app): AxumState<AppState>,
-    query: Result<Query<SamplesQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<SamplesQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if q.device.is_none() && q.metric.is_none() {
         return Err(ApiError::bad_request(
             "give at least one of `device` and `metric`",
@@ -292,7 +292,7 @@ pub async fn ingest(
 pub async fn put_tags(
     AxumState(app): AxumState<AppState>,
     actor: super::auth::Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Result<Json<Tags>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<DeviceView>, ApiError> {
     if !fleetmon_protocol::validate::is_valid_device_id(&id) {

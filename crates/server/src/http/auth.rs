@@ -5,7 +5,7 @@
 //!
 //! | routes | role |
 //! |---|---|
-//! | `/healthz`, `/login`, `/logout`, `/assets/*`, `/api/v1/{login,logout,setup,auth}`, device ingest and enrolment | none (outside operator auth) |
+//! | `/healthz`, `/login`, `/logout`, `/assets/*`, `/api/v1/{login,logout,setup,auth}`, `/api/v1/openapi.json`, device ingest and enrolment | none (outside operator auth) |
 //! | `POST /api/v1/rules/reload`, `/api/v1/audit`, `/api/v1/users*`, `/api/v1/tokens*` | admin |
 //! | other state-changing requests: silences, device tags | operator |
 //! | every other read, `/metrics`, and the Prometheus API (also its POST queries) | viewer |
@@ -30,8 +30,9 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The role `method path` needs; None for routes outside operator auth.
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
-    const PUBLIC: [&str; 9] = [
+    const PUBLIC: [&str; 10] = [
         "/healthz",
+        "/api/v1/openapi.json",
         "/login",
         "/logout",
         "/api/v1/login",
@@ -240,6 +241,7 @@ mod tests {
         assert_eq!(r(Method::POST, "/api/v1/ingest"), None);
         assert_eq!(r(Method::POST, "/api/v1/enrol"), None);
         assert_eq!(r(Method::GET, "/assets/app.js"), None);
+        assert_eq!(r(Method::GET, "/api/v1/openapi.json"), None);
         assert_eq!(r(Method::GET, "/metrics"), Some(Role::Viewer));
         assert_eq!(r(Method::GET, "/api/v1/devices"), Some(Role::Viewer));
         assert_eq!(r(Method::GET, "/"), Some(Role::Viewer));

@@ -2,6 +2,7 @@
 //! wrong, as `{"error": "..."}`. Conversions from the library errors live here and only here.
 
 use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fleetmon_protocol::DecodeError;
@@ -38,6 +39,25 @@ impl From<DecodeError> for ApiError {
             _ => StatusCode::BAD_REQUEST,
         };
         Self::new(status, e.to_string())
+    }
+}
+
+/// axum's refusals of a body, query string or path keep their status and get the JSON shape.
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        Self::new(e.status(), e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self::new(e.status(), e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        Self::new(e.status(), e.body_text())
     }
 }
 

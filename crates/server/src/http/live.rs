@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{Query, State as AxumState};
+use axum::extract::State as AxumState;
 use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
 use futures_core::Stream;
 use serde::{Deserialize, Serialize};
@@ -54,9 +54,8 @@ impl Stream for Events {
 
 pub async fn stream(
     AxumState(app): AxumState<AppState>,
-    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    super::extract::ApiQuery(q): super::extract::ApiQuery<StreamQuery>,
 ) -> Result<Sse<KeepAliveStream<Events>>, super::error::ApiError> {
-    let Query(q) = query.map_err(|e| super::error::ApiError::bad_request(e.body_text()))?;
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(produce(app, q.device, tx));
     Ok(Sse::new(Events(rx)).keep_alive(KeepAlive::default()))

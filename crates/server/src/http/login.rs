@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::{self, CSRF_HEADER, Peer};
 use super::error::ApiError;
+use super::extract::{ApiJson, ApiQuery};
 use super::web::{Page, assets, escape};
 use crate::operators::session::{Session, clear_cookie, set_cookie};
 use crate::operators::{LoginError, Principal, SetupError, Via, same};
@@ -92,7 +93,7 @@ pub struct LoginRequest {
 pub async fn api_login(
     AxumState(app): AxumState<AppState>,
     source: Source,
-    Json(req): Json<LoginRequest>,
+    ApiJson(req): ApiJson<LoginRequest>,
 ) -> Response {
     match login(&app, req.user, req.password, req.code, addr(&source)).await {
         Ok((id, session)) => {
@@ -186,7 +187,7 @@ pub struct SetupRequest {
 pub async fn setup(
     AxumState(app): AxumState<AppState>,
     source: Source,
-    Json(req): Json<SetupRequest>,
+    ApiJson(req): ApiJson<SetupRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let ops = Arc::clone(&app.operators);
     let src = addr(&source);
@@ -236,7 +237,7 @@ pub struct AuditQuery {
 /// `GET /api/v1/audit?limit=N`: the newest N lines (default 100), newest first.
 pub async fn audit_log(
     AxumState(app): AxumState<AppState>,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let ops = Arc::clone(&app.operators);
     let lines = tokio::task::spawn_blocking(move || ops.audit.read_all())

@@ -3,6 +3,7 @@
 //!
 //! - [`auth`]: who may call what — sessions, API tokens, roles, CSRF (a middleware).
 //! - [`login`]: the login page, login/logout/setup/whoami routes, the audit log route.
+//! - [`openapi`]: the API's OpenAPI description (`docs/openapi.json`), served as is.
 //! - [`api`]: device detail, fleet roll-ups, integrity, samples and ingest handlers.
 //! - [`list`]: the device list's filters, sorting and paging (API and dashboard).
 //! - [`live`]: server-sent events telling pages what changed.
@@ -10,15 +11,18 @@
 //! - [`security`]: security events and device enrolment.
 //! - [`web`]: the dashboard's pages and embedded assets.
 //! - [`error`]: the one place errors become status codes.
+//! - [`extract`]: body, query and path extractors whose refusals are API errors.
 
 pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod extract;
 pub mod https;
 pub mod list;
 pub mod live;
 pub mod login;
+pub mod openapi;
 pub mod prometheus;
 pub mod security;
 pub mod web;
@@ -29,7 +33,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State as AxumState};
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 
 use crate::fleet::Status;
 use crate::ingest::Ingest;
@@ -48,85 +52,94 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
-pub fn router(app: AppState) -> Router {
-    let body_limit = app.state.limits.max_payload_bytes;
-    Router::new()
-        .route("/", get(web::overview::page))
-        .route("/devices", get(web::devices::page))
-        .route("/devices/{id}", get(web::device::page))
-        .route("/integrity", get(web::integrity::page))
-        .route("/energy", get(web::energy::page))
-        .route("/firmware", get(web::firmware::page))
-        .route("/alerts", get(web::alerts::page))
-        .route("/security", get(web::security::page))
-        .route("/assets/{*name}", get(web::assets::serve))
-        .route("/api/v1/stream", get(live::stream))
-        .route("/healthz", get(healthz))
-        .route("/login", get(login::page).post(login::form_login))
-        .route("/logout", post(login::form_logout))
-        .route("/api/v1/login", post(login::api_login))
-        .route("/api/v1/logout", post(login::api_logout))
-        .route("/api/v1/auth", get(login::whoami))
-        .route("/api/v1/setup", post(login::setup))
-        .route("/api/v1/audit", get(login::audit_log))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/devices", get(api::list_devices))
-        .route("/api/v1/devices/{id}", get(api::get_device))
-        .route(
-            "/api/v1/devices/{id}/tags",
-            axum::routing::put(api::put_tags),
-        )
-        .route("/api/v1/fleet", get(api::fleet))
-        .route("/api/v1/alerts", get(alerts::alerts))
-        .route("/api/v1/rules", get(alerts::rules))
-        .route("/api/v1/rules/reload", post(alerts::reload))
-        .route(
+/// Every route: its path and its handlers. The router is built from this table and nothing
+/// else, so [`route_paths`] is the whole HTTP surface; a test holds `docs/openapi.json` to it.
+fn routes(body_limit: usize) -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/", get(web::overview::page)),
+        ("/devices", get(web::devices::page)),
+        ("/devices/{id}", get(web::device::page)),
+        ("/integrity", get(web::integrity::page)),
+        ("/energy", get(web::energy::page)),
+        ("/firmware", get(web::firmware::page)),
+        ("/alerts", get(web::alerts::page)),
+        ("/security", get(web::security::page)),
+        ("/assets/{*name}", get(web::assets::serve)),
+        ("/api/v1/stream", get(live::stream)),
+        ("/healthz", get(healthz)),
+        ("/login", get(login::page).post(login::form_login)),
+        ("/logout", post(login::form_logout)),
+        ("/api/v1/openapi.json", get(openapi::serve)),
+        ("/api/v1/login", post(login::api_login)),
+        ("/api/v1/logout", post(login::api_logout)),
+        ("/api/v1/auth", get(login::whoami)),
+        ("/api/v1/setup", post(login::setup)),
+        ("/api/v1/audit", get(login::audit_log)),
+        ("/metrics", get(metrics)),
+        ("/api/v1/devices", get(api::list_devices)),
+        ("/api/v1/devices/{id}", get(api::get_device)),
+        ("/api/v1/devices/{id}/tags", put(api::put_tags)),
+        ("/api/v1/fleet", get(api::fleet)),
+        ("/api/v1/alerts", get(alerts::alerts)),
+        ("/api/v1/rules", get(alerts::rules)),
+        ("/api/v1/rules/reload", post(alerts::reload)),
+        (
             "/api/v1/silences",
             get(alerts::silences).post(alerts::add_silence),
-        )
-        .route(
-            "/api/v1/silences/{id}",
-            axum::routing::delete(alerts::expire_silence),
-        )
-        .route("/prometheus/api/v1/alerts", get(alerts::prometheus_alerts))
-        .route("/prometheus/api/v1/rules", get(alerts::prometheus_rules))
-        .route("/api/v1/samples", get(api::samples))
-        .route("/api/v1/integrity", get(api::integrity))
-        .route("/api/v1/events", get(security::events))
-        .route("/api/v1/enrol", post(security::enrol))
-        .route(
+        ),
+        ("/api/v1/silences/{id}", delete(alerts::expire_silence)),
+        ("/prometheus/api/v1/alerts", get(alerts::prometheus_alerts)),
+        ("/prometheus/api/v1/rules", get(alerts::prometheus_rules)),
+        ("/api/v1/samples", get(api::samples)),
+        ("/api/v1/integrity", get(api::integrity)),
+        ("/api/v1/events", get(security::events)),
+        ("/api/v1/enrol", post(security::enrol)),
+        (
             "/api/v1/ingest",
             post(api::ingest).layer(DefaultBodyLimit::max(body_limit)),
-        )
-        .route(
+        ),
+        (
             "/prometheus/api/v1/query",
             get(prometheus::query).post(prometheus::query),
-        )
-        .route(
+        ),
+        (
             "/prometheus/api/v1/query_range",
             get(prometheus::query_range).post(prometheus::query_range),
-        )
-        .route(
+        ),
+        (
             "/prometheus/api/v1/series",
             get(prometheus::series).post(prometheus::series),
-        )
-        .route(
+        ),
+        (
             "/prometheus/api/v1/labels",
             get(prometheus::labels).post(prometheus::labels),
-        )
-        .route(
+        ),
+        (
             "/prometheus/api/v1/label/{name}/values",
             get(prometheus::label_values),
-        )
-        .route("/prometheus/api/v1/metadata", get(prometheus::metadata))
-        .route(
+        ),
+        ("/prometheus/api/v1/metadata", get(prometheus::metadata)),
+        (
             "/prometheus/api/v1/status/buildinfo",
             get(prometheus::buildinfo),
-        )
-        .route(
+        ),
+        (
             "/prometheus/api/v1/format_query",
             get(prometheus::format_query).post(prometheus::format_query),
-        )
+        ),
+    ]
+}
+
+/// The path of every route, in the router's syntax (`{id}`, `{*name}`).
+pub fn route_paths() -> Vec<&'static str> {
+    routes(0).into_iter().map(|(path, _)| path).collect()
+}
+
+pub fn router(app: AppState) -> Router {
+    let body_limit = app.state.limits.max_payload_bytes;
+    routes(body_limit)
+        .into_iter()
+        .fold(Router::new(), |r, (path, handlers)| r.route(path, handlers))
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

@@ -284,7 +284,7 @@ pub async fn query_range(
             "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
         ));
     }
-    if (end - start) / step > MAX_POINTS_PER_SERIES {
+    if end.saturating_sub(start) / step > MAX_POINTS_PER_SERIES {
         return Err(PromError::bad_data(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));

@@ -5,12 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Query, Request, State as AxumState};
+use axum::extract::{ConnectInfo, Request, State as AxumState};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::ApiQuery;
 use crate::security::enrol::{self, EnrolError};
 use crate::security::events::{Event, Filter, Kind};
 
@@ -28,7 +29,7 @@ pub struct EventsQuery {
 /// `GET /api/v1/events?kind=K&device=D&limit=N`.
 pub async fn events(
     AxumState(app): AxumState<AppState>,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let kind = match q.kind.as_deref() {
         None | Some("") => None,
