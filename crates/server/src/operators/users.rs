@@ -37,6 +37,8 @@ pub enum UserError {
     TokenExists(String),
     #[error("no API token named {0:?}")]
     NoSuchToken(String),
+    #[error("user {0:?} is the last admin; make another admin first")]
+    LastAdmin(String),
     #[error(
         "name {0:?}: expected 1 to 64 letters, digits, '.', '_', '-' or '@', starting with a letter or digit"
     )]
@@ -71,6 +73,10 @@ pub struct ApiToken {
     pub role: Role,
     pub sha256: String,
     pub created_ms: i64,
+    /// The account that made it over the API; it is revoked with that account. None for
+    /// tokens made on the command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// What `users.json` holds.
@@ -262,6 +268,26 @@ impl UserStore {
         })
     }
 
+    /// Removes user `name` unless they are the last admin, and revokes the API tokens they
+    /// own; returns the names of those tokens.
+    pub fn remove_user_keeping_an_admin(&self, name: &str) -> Result<Vec<String>, UserError> {
+        self.update(|a| {
+            let user = a
+                .user(name)
+                .ok_or_else(|| UserError::NoSuchUser(name.to_owned()))?;
+            let admins = a.users.iter().filter(|u| u.role == Role::Admin).count();
+            if user.role == Role::Admin && admins <= 1 {
+                return Err(UserError::LastAdmin(name.to_owned()));
+            }
+            a.users.retain(|u| u.name != name);
+            let (gone, kept) = std::mem::take(&mut a.tokens)
+                .into_iter()
+                .partition(|t| t.owner.as_deref() == Some(name));
+            a.tokens = kept;
+            Ok(gone.into_iter().map(|t: ApiToken| t.name).collect())
+        })
+    }
+
     pub fn remove_user(&self, name: &str) -> Result<(), UserError> {
         self.update(|a| {
             let before = a.users.len();
@@ -275,6 +301,17 @@ impl UserStore {
 
     /// Makes a token for `name` with `role`: returns the token, stores only its SHA-256.
     pub fn create_token(&self, name: &str, role: Role, now_ms: i64) -> Result<String, UserError> {
+        self.create_owned_token(name, role, None, now_ms)
+    }
+
+    /// As [`Self::create_token`], the token owned by account `owner` (revoked with it).
+    pub fn create_owned_token(
+        &self,
+        name: &str,
+        role: Role,
+        owner: Option<&str>,
+        now_ms: i64,
+    ) -> Result<String, UserError> {
         check_name(name)?;
         let token = format!(
             "fmt_{}",
@@ -289,6 +326,7 @@ impl UserStore {
                 role,
                 sha256: sha256_hex(token.as_bytes()),
                 created_ms: now_ms,
+                owner: owner.map(str::to_owned),
             });
             Ok(())
         })?;
@@ -383,5 +421,38 @@ mod tests {
         other.remove_user("ada").unwrap();
         other.revoke_token("ci").unwrap();
         assert!(store.accounts().is_empty());
+    }
+
+    #[test]
+    fn the_last_admin_stays_and_owned_tokens_go_with_their_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = UserStore::new(dir.path());
+        store.add_user(user("ada", Role::Admin)).unwrap();
+        store.add_user(user("bob", Role::Admin)).unwrap();
+        store.add_user(user("eve", Role::Viewer)).unwrap();
+        store
+            .create_owned_token("bobs", Role::Operator, Some("bob"), 1)
+            .unwrap();
+        store.create_token("ci", Role::Viewer, 1).unwrap();
+        assert!(matches!(
+            store.remove_user_keeping_an_admin("nobody"),
+            Err(UserError::NoSuchUser(_))
+        ));
+        assert_eq!(store.remove_user_keeping_an_admin("bob").unwrap(), ["bobs"]);
+        assert!(matches!(
+            store.remove_user_keeping_an_admin("ada"),
+            Err(UserError::LastAdmin(_))
+        ));
+        assert!(
+            store
+                .remove_user_keeping_an_admin("eve")
+                .unwrap()
+                .is_empty()
+        );
+        let a = store.accounts();
+        let names: Vec<&str> = a.users.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["ada"]);
+        let tokens: Vec<&str> = a.tokens.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(tokens, ["ci"]);
     }
 }
