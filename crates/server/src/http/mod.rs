@@ -4,6 +4,7 @@
 //! - [`auth`]: who may call what — sessions, API tokens, roles, CSRF (a middleware).
 //! - [`login`]: the login page, login/logout/setup/whoami routes, the audit log route.
 //! - [`openapi`]: the API's OpenAPI description (`docs/openapi.json`), served as is.
+//! - [`users`]: operator accounts and API tokens (admins).
 //! - [`api`]: device detail, fleet roll-ups, integrity, samples and ingest handlers.
 //! - [`list`]: the device list's filters, sorting and paging (API and dashboard).
 //! - [`live`]: server-sent events telling pages what changed.
@@ -25,6 +26,7 @@ pub mod login;
 pub mod openapi;
 pub mod prometheus;
 pub mod security;
+pub mod users;
 pub mod web;
 
 use std::sync::Arc;
@@ -75,6 +77,16 @@ fn routes(body_limit: usize) -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/v1/auth", get(login::whoami)),
         ("/api/v1/setup", post(login::setup)),
         ("/api/v1/audit", get(login::audit_log)),
+        (
+            "/api/v1/users",
+            get(users::list_users).post(users::add_user),
+        ),
+        ("/api/v1/users/{name}", delete(users::remove_user)),
+        (
+            "/api/v1/tokens",
+            get(users::list_tokens).post(users::create_token),
+        ),
+        ("/api/v1/tokens/{name}", delete(users::revoke_token)),
         ("/metrics", get(metrics)),
         ("/api/v1/devices", get(api::list_devices)),
         ("/api/v1/devices/{id}", get(api::get_device)),
