@@ -1,8 +1,8 @@
 //! Operators end to end, on `fleetmon server` child processes: open mode on loopback without
 //! accounts; after `fleetmon user add`, login with password and TOTP, roles, CSRF, API tokens
 //! and logout; lockout after repeated failures; a server beyond loopback with no usable
-//! default credentials and a one-time setup token; and the audit log with `fleetmon audit
-//! verify` catching an edited line.
+//! default credentials and a one-time setup token; the audit log with `fleetmon audit
+//! verify` catching an edited line; and accounts and tokens managed over the API.
 
 mod common;
 
@@ -411,6 +411,295 @@ fn login_roles_csrf_tokens_and_audit() {
         err.contains(&format!("line {}", edited_line + 2)),
         "the line after the edited one no longer chains: {err}"
     );
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("fits")
+}
+
+/// The current TOTP code of the `secret=` in an `otpauth://` URI.
+fn code_of_uri(uri: &str) -> String {
+    let secret = uri
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("secret="))
+        .expect("a secret in the otpauth URI");
+    let key = totp::base32_decode(secret).expect("base32 secret");
+    totp::code_at(&key, now_ms())
+}
+
+#[test]
+fn users_and_tokens_over_the_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8 path").to_owned();
+    add_user(dir.path(), "ada", &["--admin"]);
+    add_user(dir.path(), "olga", &["--role", "operator"]);
+    add_user(dir.path(), "vic", &[]);
+    let server = start_server(dir.path(), free_addr(), free_addr(), &[]);
+    let ada = session(&login(&server, "ada", PASSWORD, None));
+    let olga = session(&login(&server, "olga", PASSWORD, None));
+    let vic = session(&login(&server, "vic", PASSWORD, None));
+    let grace_new =
+        json!({"name": "grace", "role": "operator", "password": PASSWORD, "totp": true});
+    let deploy_new = json!({"name": "deploy", "role": "operator"});
+
+    // Viewers and operators get 403 on every route of accounts and tokens.
+    let routes: [(&str, &str, Option<&Value>); 6] = [
+        ("GET", "/api/v1/users", None),
+        ("POST", "/api/v1/users", Some(&grace_new)),
+        ("DELETE", "/api/v1/users/vic", None),
+        ("GET", "/api/v1/tokens", None),
+        ("POST", "/api/v1/tokens", Some(&deploy_new)),
+        ("DELETE", "/api/v1/tokens/deploy", None),
+    ];
+    for who in [&vic, &olga] {
+        for (method, path, body) in routes {
+            let a = who.send(&server, method, path, body, true);
+            assert_eq!(a.status, 403, "{method} {path}: {a:?}");
+        }
+    }
+    assert_eq!(
+        vic.get(&server, "/api/v1/devices").status,
+        200,
+        "vic is still there"
+    );
+
+    // A cookie session needs its CSRF token to change accounts.
+    let a = ada.send(&server, "POST", "/api/v1/users", Some(&grace_new), false);
+    assert_eq!(a.status, 403, "{a:?}");
+    assert!(a.body["error"].as_str().is_some_and(|e| e.contains("CSRF")));
+
+    // Bad input: 400 naming the field; an existing name: 409.
+    for (body, field) in [
+        (
+            json!({"name": "x y", "role": "viewer", "password": PASSWORD}),
+            "name",
+        ),
+        (
+            json!({"name": "x", "role": "root", "password": PASSWORD}),
+            "role",
+        ),
+        (
+            json!({"name": "x", "role": "viewer", "password": "short"}),
+            "password",
+        ),
+    ] {
+        let a = ada.send(&server, "POST", "/api/v1/users", Some(&body), true);
+        assert_eq!(a.status, 400, "{body}: {a:?}");
+        let e = a.body["error"].as_str().expect("an error message");
+        assert!(e.starts_with(field), "{field}: {e}");
+    }
+    let dup = json!({"name": "olga", "role": "viewer", "password": PASSWORD});
+    let a = ada.send(&server, "POST", "/api/v1/users", Some(&dup), true);
+    assert_eq!(a.status, 409, "{a:?}");
+    let a = ada.send(
+        &server,
+        "POST",
+        "/api/v1/users",
+        Some(&json!({"name": "x"})),
+        true,
+    );
+    assert_eq!(a.status, 422, "missing fields: {a:?}");
+
+    // An admin adds a user with two-factor login, who then logs in with the code.
+    let a = ada.send(&server, "POST", "/api/v1/users", Some(&grace_new), true);
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!(
+        (a.body["name"].as_str(), a.body["role"].as_str()),
+        (Some("grace"), Some("operator"))
+    );
+    assert_eq!(a.body["totp"], true);
+    let uri = a.body["totp_uri"]
+        .as_str()
+        .expect("the otpauth URI, once")
+        .to_owned();
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    assert_eq!(
+        login(&server, "grace", PASSWORD, None).status,
+        401,
+        "code missing"
+    );
+    let grace = session(&login(&server, "grace", PASSWORD, Some(&code_of_uri(&uri))));
+    let me = grace.get(&server, "/api/v1/auth");
+    assert_eq!(
+        (me.body["user"].as_str(), me.body["role"].as_str()),
+        (Some("grace"), Some("operator"))
+    );
+
+    // The list: names, roles, two-factor; never a hash or a secret.
+    let list = ada.get(&server, "/api/v1/users");
+    assert_eq!(list.status, 200);
+    let text = list.body.to_string();
+    assert!(
+        !text.contains("argon2") && !text.contains("secret") && !text.contains("password"),
+        "{text}"
+    );
+    let users = list.body["users"].as_array().expect("users");
+    let grace_row = users
+        .iter()
+        .find(|u| u["name"] == "grace")
+        .expect("grace listed");
+    assert_eq!(grace_row["totp"], true);
+    assert_eq!(grace_row["role"], "operator");
+    let names: Vec<&str> = users.iter().filter_map(|u| u["name"].as_str()).collect();
+    assert_eq!(names, ["ada", "olga", "vic", "grace"]);
+
+    // A token made over the API: shown once, works with Bearer, has the asked role.
+    let a = ada.send(&server, "POST", "/api/v1/tokens", Some(&deploy_new), true);
+    assert_eq!(a.status, 201, "{a:?}");
+    let deploy = a.body["token"].as_str().expect("the token").to_owned();
+    assert_eq!(a.body["owner"], "ada");
+    let bearer = format!("Bearer {deploy}");
+    let auth = [("Authorization", bearer.as_str())];
+    let me = call("GET", &server.url("/api/v1/auth"), &auth, None);
+    assert_eq!(
+        (me.body["role"].as_str(), me.body["via"].as_str()),
+        (Some("operator"), Some("token"))
+    );
+    let s = call(
+        "POST",
+        &server.url("/api/v1/silences"),
+        &auth,
+        Some(&silence()),
+    );
+    assert_eq!(s.status, 201, "an operator token silences: {s:?}");
+    let u = call("GET", &server.url("/api/v1/users"), &auth, None);
+    assert_eq!(u.status, 403, "an operator token is no admin: {u:?}");
+    let a = ada.send(&server, "POST", "/api/v1/tokens", Some(&deploy_new), true);
+    assert_eq!(a.status, 409, "{a:?}");
+    let bad = json!({"name": "t", "role": "superuser"});
+    let a = ada.send(&server, "POST", "/api/v1/tokens", Some(&bad), true);
+    assert_eq!(a.status, 400, "{a:?}");
+    let list = ada.get(&server, "/api/v1/tokens");
+    assert_eq!(list.status, 200);
+    assert!(!list.body.to_string().contains(&deploy) && !list.body.to_string().contains("sha256"));
+    let row = list.body["tokens"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "deploy"))
+        .expect("deploy listed");
+    assert_eq!(row["role"], "operator");
+
+    // Deleting a user ends their sessions and revokes the tokens they made.
+    let bea_new = json!({"name": "bea", "role": "admin", "password": PASSWORD});
+    assert_eq!(
+        ada.send(&server, "POST", "/api/v1/users", Some(&bea_new), true)
+            .status,
+        201
+    );
+    let bea = session(&login(&server, "bea", PASSWORD, None));
+    let a = bea.send(
+        &server,
+        "POST",
+        "/api/v1/tokens",
+        Some(&json!({"name": "beas", "role": "admin"})),
+        true,
+    );
+    assert_eq!(a.status, 201, "{a:?}");
+    let beas = format!("Bearer {}", a.body["token"].as_str().expect("the token"));
+    let beas_auth = [("Authorization", beas.as_str())];
+    assert_eq!(
+        call("GET", &server.url("/api/v1/users"), &beas_auth, None).status,
+        200
+    );
+    let d = ada.send(&server, "DELETE", "/api/v1/users/bea", None, true);
+    assert_eq!(d.status, 204, "{d:?}");
+    assert_eq!(
+        bea.get(&server, "/api/v1/devices").status,
+        401,
+        "bea's session ended"
+    );
+    assert_eq!(
+        call("GET", &server.url("/api/v1/devices"), &beas_auth, None).status,
+        401,
+        "bea's token revoked"
+    );
+    assert_eq!(login(&server, "bea", PASSWORD, None).status, 401);
+    assert_eq!(
+        ada.send(&server, "DELETE", "/api/v1/users/bea", None, true)
+            .status,
+        404
+    );
+    let d = ada.send(&server, "DELETE", "/api/v1/users/grace", None, true);
+    assert_eq!(d.status, 204, "{d:?}");
+    assert_eq!(
+        grace.get(&server, "/api/v1/devices").status,
+        401,
+        "grace's session ended"
+    );
+
+    // Not yourself, and not the last admin.
+    let d = ada.send(&server, "DELETE", "/api/v1/users/ada", None, true);
+    assert_eq!(d.status, 409, "{d:?}");
+    let (ok, root, err) = fleetmon(&[
+        "token",
+        "create",
+        "--name",
+        "root",
+        "--role",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(ok, "{err}");
+    let root = format!("Bearer {}", root.trim());
+    let root_auth = [("Authorization", root.as_str())];
+    let d = call("DELETE", &server.url("/api/v1/users/ada"), &root_auth, None);
+    assert_eq!(d.status, 409, "the last admin: {d:?}");
+    assert!(
+        d.body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("last admin")),
+        "{d:?}"
+    );
+    assert_eq!(ada.get(&server, "/api/v1/devices").status, 200);
+
+    // Revoking a token: it stops working at once.
+    let r = ada.send(&server, "DELETE", "/api/v1/tokens/deploy", None, true);
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(
+        call("GET", &server.url("/api/v1/devices"), &auth, None).status,
+        401
+    );
+    assert_eq!(
+        ada.send(&server, "DELETE", "/api/v1/tokens/deploy", None, true)
+            .status,
+        404
+    );
+
+    // Every change is in the audit log with who and from where, and the chain holds.
+    let lines = audit_lines(dir.path());
+    for (actor, action, outcome) in [
+        ("ada", "user.add", "ok"),
+        ("ada", "user.add", "failed"),
+        ("ada", "token.create", "ok"),
+        ("bea", "token.create", "ok"),
+        ("ada", "user.remove", "ok"),
+        ("ada", "user.remove", "failed"),
+        ("token:root", "user.remove", "failed"),
+        ("ada", "token.revoke", "ok"),
+        ("vic", "access", "denied"),
+        ("olga", "access", "denied"),
+    ] {
+        assert!(
+            has(&lines, actor, action, outcome),
+            "{actor} {action} {outcome}: {lines:#?}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l["action"] == "user.remove"
+            && l["detail"].as_str().is_some_and(|d| d.contains("beas"))),
+        "the revoked tokens are named: {lines:#?}"
+    );
+    let text = std::fs::read_to_string(dir.path().join("audit.log")).expect("audit.log");
+    assert!(!text.contains(PASSWORD) && !text.contains(&deploy) && !text.contains(&uri));
+    let (ok, out, err) = fleetmon(&["audit", "verify", "--data-dir", &data]);
+    assert!(ok, "{err}");
+    assert!(out.contains("chain intact"), "{out}");
 }
 
 #[test]
