@@ -33,13 +33,19 @@ struct Cached {
 
 /// Evaluates expressions of one query.
 pub(crate) struct Evaluator<'a> {
-    source: &'a dyn Source,
+    pub(crate) source: &'a dyn Source,
     pub(crate) options: &'a Options,
     /// The query's start and end (for `@ start()` / `@ end()`).
     pub(crate) start: i64,
     pub(crate) end: i64,
+    /// The range query's step (0 for an instant query).
+    pub(crate) step: i64,
     /// How far past a first request a selector will be asked for (steps and subqueries).
-    reach: i64,
+    pub(crate) reach: i64,
+    /// The source's rollup resolutions, ascending.
+    pub(crate) resolutions: Vec<i64>,
+    /// Rollup reads per selector, and raw samples of row intervals cut by a window edge.
+    pub(crate) rollups: RefCell<crate::rollups::Cache>,
     pub(crate) budget: Budget,
     cache: RefCell<HashMap<usize, Cached>>,
     /// Inner results of subqueries by (subquery, step time): steps are aligned, so the windows
@@ -117,7 +123,7 @@ pub(crate) fn matchers_of(vs: &VectorSelector) -> Result<Vec<Matcher>> {
 }
 
 /// Labels of a stored series as a map.
-fn label_set(labels: &fleetmon_tsdb::Labels) -> LabelSet {
+pub(crate) fn label_set(labels: &fleetmon_tsdb::Labels) -> LabelSet {
     labels
         .iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -131,13 +137,17 @@ impl<'a> Evaluator<'a> {
         expr: &Expr,
         start: i64,
         end: i64,
+        step: i64,
     ) -> Self {
         Self {
             source,
             options,
             start,
             end,
+            step,
             reach: (end - start).saturating_add(subquery_reach(expr)),
+            resolutions: source.rollup_resolutions(),
+            rollups: RefCell::default(),
             budget: Budget::new(options),
             cache: RefCell::new(HashMap::new()),
             inner: RefCell::new(HashMap::new()),
