@@ -21,7 +21,8 @@ use crate::source::Source;
 use crate::value::{LabelSet, METRIC_NAME, Sample, Series, Value, drop_name};
 use crate::{aggregate, binary, functions};
 
-/// How much time one read from the source covers (to start with).
+/// How much time one read from the source covers to start with; reads grow fourfold while the
+/// sample budget allows.
 const LOAD_SLICE_MS: i64 = 2 * 3600 * 1000;
 
 /// Samples of one selector, loaded for `[lo, hi]`.
@@ -257,8 +258,9 @@ impl<'a> Evaluator<'a> {
             }
             self.budget.take(count, 0)?;
             self.budget.check_time()?;
-            if count == 0 {
-                // Empty time: take bigger steps through it.
+            if self.budget.may_grow(count) {
+                // Empty or sparse time: take bigger steps through it (each read of a
+                // compacted block decodes the block's whole column for the series).
                 slice = slice.saturating_mul(4);
             }
             if to >= hi {

@@ -71,6 +71,17 @@ impl Budget {
         Ok(())
     }
 
+    /// Samples that may still be taken.
+    pub(crate) fn remaining(&self) -> usize {
+        self.max_samples.saturating_sub(self.held.get())
+    }
+
+    /// Whether a read that returned `count` samples may be followed by one four times as
+    /// long: it was empty, or four times as much would still leave half the budget.
+    pub(crate) fn may_grow(&self, count: usize) -> bool {
+        count == 0 || count.saturating_mul(8) <= self.remaining()
+    }
+
     /// Fails once the deadline has passed.
     pub(crate) fn check_time(&self) -> Result<()> {
         if Instant::now() > self.deadline {

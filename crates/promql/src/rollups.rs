@@ -229,7 +229,7 @@ impl Evaluator<'_> {
             }
             self.budget.take(count, 0)?;
             self.budget.check_time()?;
-            if count == 0 {
+            if self.budget.may_grow(count) {
                 slice = slice.saturating_mul(4);
             }
             if to >= hi {
