@@ -23,7 +23,7 @@ QUERIES = [
     ("selector", "cpu_core_usage_ratio", 300),
     ("rate", "rate(network_receive_bytes_total[5m])", 300),
     ("sum by (site)", "sum by (site) (rate(network_receive_bytes_total[5m]))", 300),
-    ("topk", "topk(5, temperature_celsius)", 300),
+    ("topk", "topk(5, cpu_usage_ratio)", 300),
     ("subquery", "max_over_time(rate(network_receive_bytes_total[5m])[30m:1m])", 300),
     ("rollup max 1h", "max_over_time(cpu_usage_ratio[1h])", HOUR),
     ("rollup avg 1h", "avg_over_time(temperature_celsius[1h])", HOUR),

@@ -356,9 +356,10 @@ impl<'a> Evaluator<'a> {
         if ts < lo {
             ts += step;
         }
-        let mut out: BTreeMap<LabelSet, Vec<(i64, f64)>> = BTreeMap::new();
-        let mut count = 0;
         let key = sq as *const SubqueryExpr as usize;
+        // The inner results first, then one pass that clones each series' labels once.
+        let mut steps: Vec<(i64, Rc<Value>)> = Vec::new();
+        let mut count = 0;
         while ts <= rt {
             let cached = self.inner.borrow().get(&(key, ts)).cloned();
             let value = match cached {
@@ -372,30 +373,39 @@ impl<'a> Evaluator<'a> {
                     v
                 }
             };
-            match value.as_ref() {
-                Value::Vector(v) => {
-                    count += v.len();
-                    for s in v {
-                        out.entry(s.labels.clone()).or_default().push((ts, s.v));
-                    }
-                }
-                Value::Scalar(v) => {
-                    count += 1;
-                    out.entry(LabelSet::new()).or_default().push((ts, *v));
-                }
+            count += match value.as_ref() {
+                Value::Vector(v) => v.len(),
+                Value::Scalar(_) => 1,
                 other => {
                     return Err(Error::BadData(format!(
                         "subquery of a {}; expected an instant vector or scalar",
                         other.type_name()
                     )));
                 }
-            }
+            };
             self.budget.peek(count)?;
+            steps.push((ts, value));
             ts += step;
+        }
+        let scalar_labels = LabelSet::new();
+        let mut out: BTreeMap<&LabelSet, Vec<(i64, f64)>> = BTreeMap::new();
+        for (ts, value) in &steps {
+            match value.as_ref() {
+                Value::Vector(v) => {
+                    for s in v {
+                        out.entry(&s.labels).or_default().push((*ts, s.v));
+                    }
+                }
+                Value::Scalar(v) => out.entry(&scalar_labels).or_default().push((*ts, *v)),
+                _ => {}
+            }
         }
         Ok(out
             .into_iter()
-            .map(|(labels, points)| Series { labels, points })
+            .map(|(labels, points)| Series {
+                labels: labels.clone(),
+                points,
+            })
             .collect())
     }
 }

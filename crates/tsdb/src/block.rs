@@ -428,6 +428,21 @@ impl Block {
             .unwrap_or_default()
     }
 
+    /// A series' samples in `[start, end]`, ascending.
+    pub fn range_vec(&self, id: SeriesId, start: i64, end: i64) -> Vec<(i64, f64)> {
+        let Some(s) = self.entry(id) else {
+            return Vec::new();
+        };
+        if s.max_t < start || s.min_t > end {
+            return Vec::new();
+        }
+        let mut v = self.decode_series(s);
+        v.truncate(v.partition_point(|p| p.0 <= end));
+        let a = v.partition_point(|p| p.0 < start);
+        v.drain(..a);
+        v
+    }
+
     /// Adds a series' samples in `[start, end]` to `out` (replacing equal timestamps).
     pub fn range_into(&self, id: SeriesId, start: i64, end: i64, out: &mut BTreeMap<i64, f64>) {
         let Some(s) = self.entry(id) else { return };

@@ -302,6 +302,33 @@ pub fn system_clock() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// One series' sorted runs of samples, in write order (blocks by `seq`, then the head): simply
+/// concatenated when they do not overlap in time (the common case: one block per day), else
+/// merged with later runs winning on equal timestamps.
+fn merge_runs(mut runs: Vec<Vec<(i64, f64)>>) -> Vec<(i64, f64)> {
+    if runs.len() <= 1 {
+        return runs.pop().unwrap_or_default();
+    }
+    let mut order: Vec<usize> = (0..runs.len()).filter(|&i| !runs[i].is_empty()).collect();
+    order.sort_by_key(|&i| runs[i][0].0);
+    let disjoint = order.windows(2).all(|w| {
+        let (a, b) = (&runs[w[0]], &runs[w[1]]);
+        a.last().map_or(i64::MIN, |p| p.0) < b.first().map_or(i64::MAX, |p| p.0)
+    });
+    if disjoint {
+        let mut out = Vec::with_capacity(runs.iter().map(Vec::len).sum());
+        for i in order {
+            out.append(&mut runs[i]);
+        }
+        return out;
+    }
+    let mut m = BTreeMap::new();
+    for r in runs {
+        m.extend(r);
+    }
+    m.into_iter().collect()
+}
+
 /// Whether `[lo, hi]` meets one of `ranges` (closed, ascending, disjoint).
 fn in_ranges(ranges: &[(i64, i64)], lo: i64, hi: i64) -> bool {
     let i = ranges.partition_point(|r| r.1 < lo);
@@ -874,15 +901,19 @@ impl Inner {
         let (series, blocks) = self.snapshot(matchers, start, end);
         let mut out = Vec::new();
         for q in series {
-            let mut m = BTreeMap::new();
-            for b in &blocks {
-                b.range_into(q.id, start, end, &mut m);
+            let mut runs: Vec<Vec<(i64, f64)>> = blocks
+                .iter()
+                .map(|b| b.range_vec(q.id, start, end))
+                .filter(|r| !r.is_empty())
+                .collect();
+            if !q.head.is_empty() {
+                runs.push(q.head.into_iter().collect());
             }
-            m.extend(q.head);
-            if !m.is_empty() {
+            let points = merge_runs(runs);
+            if !points.is_empty() {
                 out.push(SeriesPoints {
                     labels: q.labels,
-                    points: m.into_iter().collect(),
+                    points,
                 });
             }
         }

@@ -313,9 +313,42 @@ pub async fn query_range(
             .map_err(PromError::query)
     })
     .await?;
-    Ok(success(
-        json!({"resultType": "matrix", "result": matrix(&series)}),
-    ))
+    Ok(matrix_response(&series))
+}
+
+/// The success envelope around a matrix, written straight into the body: a range query's
+/// answer can hold millions of points, and a `serde_json::Value` per point costs more than the
+/// query's evaluation.
+fn matrix_response(series: &[Series]) -> Response {
+    use std::fmt::Write as _;
+    let points: usize = series.iter().map(|s| s.points.len()).sum();
+    let mut body = String::with_capacity(64 + series.len() * 160 + points * 32);
+    body.push_str(r#"{"status":"success","data":{"resultType":"matrix","result":["#);
+    for (i, s) in series.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(r#"{"metric":"#);
+        body.push_str(&metric(&s.labels).to_string());
+        body.push_str(r#","values":["#);
+        for (j, &(t, v)) in s.points.iter().enumerate() {
+            if j > 0 {
+                body.push(',');
+            }
+            if t % 1000 == 0 {
+                let _ = write!(body, "[{},\"{}\"]", t / 1000, format_value(v));
+            } else {
+                let _ = write!(body, "[{},\"{}\"]", ts_json(t), format_value(v));
+            }
+        }
+        body.push_str("]}");
+    }
+    body.push_str("]}}");
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// `GET|POST /prometheus/api/v1/series`.
