@@ -249,6 +249,13 @@ impl<'a> Evaluator<'a> {
         let mut merged: BTreeMap<fleetmon_tsdb::Labels, Vec<(i64, f64)>> = BTreeMap::new();
         let mut from = lo;
         let mut slice = LOAD_SLICE_MS;
+        if self
+            .budget
+            .fits(self.source.estimate_samples(&matchers, lo, hi))
+        {
+            // One read: a compacted block's column is decoded once, not once per slice.
+            slice = hi.saturating_sub(lo).saturating_add(1).max(1);
+        }
         loop {
             let to = from.saturating_add(slice - 1).min(hi);
             let mut count = 0;

@@ -82,6 +82,14 @@ impl Budget {
         count == 0 || count.saturating_mul(8) <= self.remaining()
     }
 
+    /// Whether a read estimated at `estimate` samples may be done in one go: it would leave
+    /// half the budget.
+    pub(crate) fn fits(&self, estimate: Option<u64>) -> bool {
+        estimate.is_some_and(|n| {
+            usize::try_from(n).is_ok_and(|n| n.saturating_mul(2) <= self.remaining())
+        })
+    }
+
     /// Fails once the deadline has passed.
     pub(crate) fn check_time(&self) -> Result<()> {
         if Instant::now() > self.deadline {

@@ -200,6 +200,17 @@ impl Evaluator<'_> {
         // Slices end on row boundaries, so no row is split between two reads.
         let mut merged: BTreeMap<Labels, RollupSeries> = BTreeMap::new();
         let mut slice = LOAD_SLICE_MS.div_euclid(resolution).max(1) * resolution;
+        if self
+            .budget
+            .fits(self.source.estimate_samples(&matchers, lo, hi))
+        {
+            // One read (rows are fewer than the samples estimated).
+            let span = hi.saturating_sub(floor(lo, resolution)).saturating_add(1);
+            slice = span
+                .div_euclid(resolution)
+                .saturating_add(1)
+                .saturating_mul(resolution);
+        }
         let mut from = lo;
         loop {
             let boundary = floor(from, resolution).saturating_add(slice);

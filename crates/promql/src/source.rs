@@ -19,6 +19,14 @@ pub trait Source {
     /// Values of label `name` among the matching series.
     fn label_values(&self, name: &str, matchers: &[Matcher]) -> Vec<String>;
 
+    /// About how many samples [`Source::select`] would return, if the source can tell
+    /// cheaply; the engine then reads a selector in one go when that fits its sample limit,
+    /// instead of in slices of time. `None` (the default): slices.
+    fn estimate_samples(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Option<u64> {
+        let _ = (matchers, start_ms, end_ms);
+        None
+    }
+
     /// Resolutions (ms, ascending) at which [`Source::select_rollups`] may return rows; empty
     /// (the default) means the engine always reads raw samples.
     fn rollup_resolutions(&self) -> Vec<i64> {
@@ -65,6 +73,10 @@ impl Source for Db {
 
     fn label_values(&self, name: &str, matchers: &[Matcher]) -> Vec<String> {
         Db::label_values(self, name, matchers)
+    }
+
+    fn estimate_samples(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Option<u64> {
+        Some(Db::estimate_samples(self, matchers, start_ms, end_ms))
     }
 
     fn rollup_resolutions(&self) -> Vec<i64> {

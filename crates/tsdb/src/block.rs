@@ -399,6 +399,11 @@ impl Block {
         self.samples
     }
 
+    /// A series' number of samples in this block.
+    pub fn series_samples(&self, id: SeriesId) -> u64 {
+        self.entry(id).map_or(0, |s| u64::from(s.count))
+    }
+
     /// A series' time span in this block.
     pub fn series_span(&self, id: SeriesId) -> Option<(i64, i64)> {
         self.entry(id).map(|s| (s.min_t, s.max_t))

@@ -576,6 +576,13 @@ impl Db {
         self.inner.series(matchers)
     }
 
+    /// About how many samples [`Db::select`] would return: block samples prorated by how much
+    /// of each block's span of the series the range covers, plus the head's share of the
+    /// matching series. Cheap (no decoding); lets a reader choose between one read and slices.
+    pub fn estimate_samples(&self, matchers: &[Matcher], start: i64, end: i64) -> u64 {
+        self.inner.estimate_samples(matchers, start, end)
+    }
+
     /// Label sets of the matching series that have samples with `start <= ts <= end` (what
     /// Prometheus's series API lists for a time range).
     pub fn series_in_range(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<Labels> {
@@ -1088,6 +1095,38 @@ impl Inner {
                 })
             })
             .collect()
+    }
+
+    fn estimate_samples(&self, matchers: &[Matcher], start: i64, end: i64) -> u64 {
+        if end < start {
+            return 0;
+        }
+        let (ids, blocks, head, total) = {
+            let st = lock(&self.state);
+            let head = st.head.samples() + st.flushing.as_ref().map_or(0, |(f, _)| f.samples());
+            (
+                st.index.select(matchers),
+                st.blocks.clone(),
+                head,
+                st.index.len().max(1) as u64,
+            )
+        };
+        let mut n = head.saturating_mul(ids.len() as u64) / total;
+        for b in &blocks {
+            for &id in &ids {
+                let Some((lo, hi)) = b.series_span(id) else {
+                    continue;
+                };
+                if hi < start || lo > end {
+                    continue;
+                }
+                let count = b.series_samples(id);
+                let span = (hi - lo).saturating_add(1) as f64;
+                let covered = (hi.min(end) - lo.max(start)).saturating_add(1) as f64;
+                n = n.saturating_add((count as f64 * (covered / span)).ceil() as u64);
+            }
+        }
+        n
     }
 
     fn series_in_range(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<Labels> {

@@ -604,4 +604,8 @@ fn series_in_range_lists_only_series_with_samples_there() {
     );
     assert_eq!(names(T0 + 24 * HOUR, T0), Vec::<String>::new());
     assert_eq!(db.series(&[Matcher::metric("temp")]).len(), 3);
+    // The estimate a reader sizes its reads by: exact when the range covers everything.
+    let temp = [Matcher::metric("temp")];
+    assert_eq!(db.estimate_samples(&temp, T0, T0 + 4 * 24 * HOUR), 5);
+    assert_eq!(db.estimate_samples(&temp, T0 + 5, T0), 0);
 }

@@ -96,6 +96,17 @@ pub trait SampleStore: Send + Sync {
             .map(|s| s.labels)
             .collect()
     }
+    /// About how many points [`SampleStore::select_matching`] would return, when the store
+    /// can tell cheaply (see [`fleetmon_promql::Source::estimate_samples`]).
+    fn estimate_samples(
+        &self,
+        matchers: &[fleetmon_tsdb::Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Option<u64> {
+        let _ = (matchers, start_ms, end_ms);
+        None
+    }
     /// Rollup resolutions [`SampleStore::select_rollups`] may answer with rows (none by
     /// default).
     fn rollup_resolutions(&self) -> Vec<i64> {
@@ -150,6 +161,14 @@ impl fleetmon_promql::Source for StoreSource {
     }
     fn label_values(&self, name: &str, matchers: &[fleetmon_tsdb::Matcher]) -> Vec<String> {
         self.0.label_values(name, matchers)
+    }
+    fn estimate_samples(
+        &self,
+        matchers: &[fleetmon_tsdb::Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Option<u64> {
+        self.0.estimate_samples(matchers, start_ms, end_ms)
     }
     fn rollup_resolutions(&self) -> Vec<i64> {
         self.0.rollup_resolutions()

@@ -138,6 +138,10 @@ impl SampleStore for TsdbStore {
         self.db.series_in_range(matchers, start_ms, end_ms)
     }
 
+    fn estimate_samples(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Option<u64> {
+        Some(self.db.estimate_samples(matchers, start_ms, end_ms))
+    }
+
     fn rollup_resolutions(&self) -> Vec<i64> {
         self.db.rollup_resolutions()
     }
