@@ -128,6 +128,9 @@ impl Engine {
             ));
         }
         let ev = Evaluator::new(source, &self.options, &expr, start_ms, end_ms, step_ms);
+        if let Expr::VectorSelector(vs) = crate::eval::unparen(&expr) {
+            return ev.selector_series(vs, start_ms, end_ms, step_ms);
+        }
         let mut out: BTreeMap<LabelSet, Vec<(i64, f64)>> = BTreeMap::new();
         let mut t = start_ms;
         while t <= end_ms {

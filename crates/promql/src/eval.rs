@@ -319,6 +319,50 @@ impl<'a> Evaluator<'a> {
         Ok(out)
     }
 
+    /// A range query of a bare selector: per series, its newest sample within the lookback at
+    /// every step, with the labels cloned once per series (not once per step). One load covers
+    /// every step.
+    pub(crate) fn selector_series(
+        &self,
+        vs: &VectorSelector,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<Vec<Series>> {
+        let first = self.ref_time(&vs.at, &vs.offset, start);
+        let last = self.ref_time(&vs.at, &vs.offset, end);
+        let series = self.load(
+            vs,
+            first.min(last) - self.options.lookback_ms,
+            first.max(last),
+        )?;
+        let mut out = Vec::new();
+        let mut produced = 0;
+        for s in series.iter() {
+            let mut points = Vec::new();
+            let mut t = start;
+            while t <= end {
+                let rt = self.ref_time(&vs.at, &vs.offset, t);
+                let i = s.points.partition_point(|p| p.0 <= rt);
+                if i > 0 && s.points[i - 1].0 >= rt - self.options.lookback_ms {
+                    points.push((t, s.points[i - 1].1));
+                }
+                t += step;
+            }
+            if !points.is_empty() {
+                produced += points.len();
+                out.push(Series {
+                    labels: s.labels.clone(),
+                    points,
+                });
+            }
+        }
+        self.budget.take(produced, 0)?;
+        self.budget.check_time()?;
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
     /// Samples per series in `[t' - range, t']` where `t'` is `t` after `@`/`offset`; series
     /// with none are left out.
     pub(crate) fn range_selector(
