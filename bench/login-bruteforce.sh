@@ -7,9 +7,9 @@
 # with the attack, plus whether they can still log in during it. A control run sends the same
 # number of requests from the same load generator to /healthz, which separates what any load
 # on this machine costs (the generator shares the cores) from what the logins cost.
-# With PIN=1 the server runs on CPU 0 and the load generator with the timed client on CPU 1
-# (taskset), so the load never takes the server's core: what moves the server's answers is then
-# the attack, not the machine.
+# With PIN=1 the server and the timed client run on CPU 0 and the load generator alone on CPU 1
+# (taskset), in the baseline as under load: the load's own threads never take a core from the
+# server or the client, so what moves the client's p99 is the work the attack makes the server do.
 # Usage: [PIN=1] bench/login-bruteforce.sh [ATTEMPTS] [CONCURRENCY] [LEGIT_REQUESTS]
 # Everything stays on this machine's loopback; the loops are bounded.
 set -euo pipefail
@@ -19,7 +19,7 @@ concurrency=${2:-20}
 requests=${3:-400}
 bin=${FLEETMON_BIN:-target/release/fleetmon}
 pin_server=(); pin_load=()
-if [ "${PIN:-0}" = 1 ]; then pin_server=(taskset -c 0); pin_load=(taskset -c 1); fi
+if [ "${PIN:-0}" = 1 ]; then pin_server=(taskset -c 0); pin_load=(taskset -c 0); fi
 [ -n "${FLEETMON_BIN:-}" ] || cargo build --release -q -p fleetmon
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -112,7 +112,8 @@ base = [read() for _ in range(requests)]
 # legitimate user keeps reading for as long as it lasts, and at least REQUESTS times.
 def under_load(mode):
     cpu0, t0 = cpu(), time.perf_counter()
-    p = subprocess.Popen([sys.executable, attack_script, str(port), str(attempts), str(concurrency), mode],
+    pin = ["taskset", "-c", "1"] if os.environ.get("PIN") == "1" else []
+    p = subprocess.Popen(pin + [sys.executable, attack_script, str(port), str(attempts), str(concurrency), mode],
                          stdout=subprocess.PIPE, text=True)
     reads, login_status = [], None
     while p.poll() is None or len(reads) < requests:
