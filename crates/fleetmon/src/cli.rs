@@ -523,7 +523,10 @@ pub enum ConfigCommand {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum PayloadFormat {
+    /// Frame version 1: a protobuf body.
     Protobuf,
+    /// Frame version 2: the columnar body the agent sends.
+    Columnar,
     Json,
 }
 
@@ -561,6 +564,7 @@ pub struct SimArgs {
     /// for exact accounting).
     #[arg(long)]
     pub first_seq: Option<u64>,
+    /// Payload encoding of the batches.
     #[arg(long, value_enum, default_value = "protobuf")]
     pub format: PayloadFormat,
     /// How long to wait for outstanding acknowledgements at the end.
@@ -654,6 +658,7 @@ impl SimArgs {
             resume: Default::default(),
             format: match self.format {
                 PayloadFormat::Protobuf => Format::Protobuf,
+                PayloadFormat::Columnar => Format::Columnar,
                 PayloadFormat::Json => Format::Json,
             },
             progress: !self.quiet,

@@ -149,6 +149,81 @@ fn prometheus_api_shapes_and_errors() {
         "{base}/label/__name__/values?match[]=%7Broom%3D%22a%22%7D"
     ));
     assert_eq!(r["data"], json!(["temp"]));
+    // With start/end, series (and their labels) without samples in the range are left out:
+    // humidity{sensor="h1"} has one sample, 60 s after temp's last.
+    let body = encode_json(&Batch {
+        device: "d1".into(),
+        boot_id: "b".into(),
+        seq: 2,
+        sent_at_ms: now,
+        dropped_before: 0,
+        samples: vec![Sample {
+            metric: "humidity".into(),
+            labels: [("sensor".to_owned(), "h1".to_owned())].into(),
+            ts_ms: t0 + 150_000,
+            value: 0.5,
+        }],
+    });
+    let (s, r) = post(
+        &format!("http://{}/api/v1/ingest", server.http_addr()),
+        &body,
+    );
+    assert_eq!(s, 200, "{r}");
+    let names = |r: &Value| -> Vec<String> {
+        r["data"]
+            .as_array()
+            .expect("series list")
+            .iter()
+            .map(|s| s["__name__"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let all = "match[]=%7Bdevice%3D%22d1%22%7D";
+    let (_, r) = get(&format!("{base}/series?{all}"));
+    assert_eq!(names(&r), ["humidity", "temp"]);
+    let (s, r) = get(&format!(
+        "{base}/series?{all}&start={start}&end={}",
+        start + 100
+    ));
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(names(&r), ["temp"]);
+    let (_, r) = post_form(
+        &format!("{base}/series"),
+        &format!("{all}&start={}&end={}", start + 91, start + 200),
+    );
+    assert_eq!(names(&r), ["humidity"]);
+    // Only an end: everything before it; a range between samples: nothing.
+    let (_, r) = get(&format!("{base}/series?{all}&end={}", start + 100));
+    assert_eq!(names(&r), ["temp"]);
+    let (_, r) = get(&format!(
+        "{base}/series?{all}&start={}&end={}",
+        start + 91,
+        start + 149
+    ));
+    assert_eq!(r["data"], json!([]));
+    let (_, r) = get(&format!(
+        "{base}/labels?start={}&end={}",
+        start + 140,
+        start + 160
+    ));
+    assert_eq!(r["data"], json!(["__name__", "device", "sensor"]));
+    let (_, r) = get(&format!("{base}/labels?start={start}&end={}", start + 100));
+    assert_eq!(r["data"], json!(["__name__", "device", "room"]));
+    let (_, r) = get(&format!(
+        "{base}/label/__name__/values?start={}&end={}",
+        start + 140,
+        start + 160
+    ));
+    assert_eq!(r["data"], json!(["humidity"]));
+    let (_, r) = get(&format!("{base}/label/__name__/values"));
+    assert_eq!(r["data"], json!(["humidity", "temp"]));
+    let (s, r) = get(&format!("{base}/series?{all}&start=yesterday"));
+    assert_eq!((s, r["errorType"].as_str()), (400, Some("bad_data")));
+    assert!(
+        r["error"].as_str().expect("message").contains("\"start\""),
+        "{r}"
+    );
+    let (s, r) = get(&format!("{base}/labels?start={}&end={start}", start + 1));
+    assert_eq!((s, r["errorType"].as_str()), (400, Some("bad_data")));
     let (_, r) = get(&format!("{base}/status/buildinfo"));
     assert_eq!(r["data"]["version"], "2.42.0");
     let (_, r) = get(&format!("{base}/metadata"));

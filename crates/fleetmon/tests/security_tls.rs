@@ -653,12 +653,22 @@ fn plaintext_beyond_loopback_is_refused_without_allow_plaintext() {
 
 /// One HTTP/1.1 request over TLS (verified against `ca`); the status and body.
 fn https_request(addr: SocketAddr, ca: &Path, request: &str) -> Result<(u16, String), String> {
+    https_request_as(addr, ca, None, request)
+}
+
+/// The same with a client certificate.
+fn https_request_as(
+    addr: SocketAddr,
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+    request: &str,
+) -> Result<(u16, String), String> {
     let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
     let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let conn =
-        rustls::ClientConnection::new(client_config(ca, None), name).map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(client_config(ca, client), name)
+        .map_err(|e| e.to_string())?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     tls.write_all(request.as_bytes())
         .and_then(|()| tls.flush())
@@ -689,19 +699,45 @@ fn the_api_and_ingest_are_served_over_https() {
         https_request(s.https, &s.ca_pem(), &get_req("/healthz")).expect("HTTPS request");
     assert_eq!(status, 200, "{body}");
 
-    // Ingest over HTTPS: acknowledged and stored.
-    let payload = String::from_utf8(batch("https-dev", 1)).expect("utf-8");
-    let post = format!(
-        "POST /api/v1/ingest HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
-        payload.len()
-    );
-    let (status, body) = https_request(s.https, &s.ca_pem(), &post).expect("HTTPS ingest");
+    // Ingest over HTTPS takes a batch only from the device whose certificate opened the
+    // connection: without a certificate 401, another device's 403 (an ACL violation), its own
+    // 200 and stored.
+    let post = |device: &str| {
+        let payload = String::from_utf8(batch(device, 1)).expect("utf-8");
+        format!(
+            "POST /api/v1/ingest HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+            payload.len()
+        )
+    };
+    let (cert, key) = s.device("pi-1");
+    let pi1 = Some((cert.as_path(), key.as_path()));
+    let (status, body) = https_request(s.https, &s.ca_pem(), &post("pi-1")).expect("HTTPS ingest");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("client certificate"), "{body}");
+    let (status, body) =
+        https_request_as(s.https, &s.ca_pem(), pi1, &post("pi-2")).expect("HTTPS ingest");
+    assert_eq!(status, 403, "{body}");
+    s.event("acl_violation", Some("pi-1"));
+    let (status, body) =
+        https_request_as(s.https, &s.ca_pem(), pi1, &post("pi-1")).expect("HTTPS ingest");
     assert_eq!(status, 200, "{body}");
-    assert_eq!(batches_received(&s.server, "https-dev"), 1);
-    let (status, body) = https_request(s.https, &s.ca_pem(), &get_req("/api/v1/devices/https-dev"))
-        .expect("HTTPS API");
+    assert_eq!(batches_received(&s.server, "pi-1"), 1);
+    assert_eq!(batches_received(&s.server, "pi-2"), 0);
+    let (status, body) =
+        https_request(s.https, &s.ca_pem(), &get_req("/api/v1/devices/pi-1")).expect("HTTPS API");
     assert_eq!(status, 200);
     assert!(body.contains("\"batches_received\":1"), "{body}");
+    // A revoked certificate is no identity at all.
+    ca(&s.ca_dir, &["revoke", "pi-1"]);
+    let refused = wait_for(Duration::from_secs(5), || {
+        let (status, _) =
+            https_request_as(s.https, &s.ca_pem(), pi1, &post("pi-1")).expect("HTTPS ingest");
+        (status == 401).then_some(())
+    });
+    assert!(
+        refused.is_some(),
+        "a revoked certificate still ingests over HTTPS"
+    );
 
     // A client that does not trust our CA refuses the server; plain HTTP on the HTTPS port
     // gets no HTTP answer; the listener keeps serving afterwards.

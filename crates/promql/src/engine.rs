@@ -73,7 +73,7 @@ impl Engine {
     /// Evaluates `query` at `t_ms`.
     pub fn instant(&self, source: &dyn Source, query: &str, t_ms: i64) -> Result<Value> {
         let expr = parse(query)?;
-        let ev = Evaluator::new(source, &self.options, &expr, t_ms, t_ms);
+        let ev = Evaluator::new(source, &self.options, &expr, t_ms, t_ms, 0);
         let v = ev.eval(&expr, t_ms)?;
         match &v {
             Value::Vector(samples) => {
@@ -129,7 +129,10 @@ impl Engine {
                 "end timestamp must not be before start time".into(),
             ));
         }
-        let ev = Evaluator::new(source, &self.options, &expr, start_ms, end_ms);
+        let ev = Evaluator::new(source, &self.options, &expr, start_ms, end_ms, step_ms);
+        if let Expr::VectorSelector(vs) = crate::eval::unparen(&expr) {
+            return ev.selector_series(vs, start_ms, end_ms, step_ms);
+        }
         let mut out: BTreeMap<LabelSet, Vec<(i64, f64)>> = BTreeMap::new();
         let mut t = start_ms;
         while t <= end_ms {

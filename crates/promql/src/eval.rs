@@ -21,7 +21,8 @@ use crate::source::Source;
 use crate::value::{LabelSet, METRIC_NAME, Sample, Series, Value, drop_name};
 use crate::{aggregate, binary, functions};
 
-/// How much time one read from the source covers (to start with).
+/// How much time one read from the source covers to start with; reads grow fourfold while the
+/// sample budget allows.
 const LOAD_SLICE_MS: i64 = 2 * 3600 * 1000;
 
 /// Samples of one selector, loaded for `[lo, hi]`.
@@ -33,13 +34,19 @@ struct Cached {
 
 /// Evaluates expressions of one query.
 pub(crate) struct Evaluator<'a> {
-    source: &'a dyn Source,
+    pub(crate) source: &'a dyn Source,
     pub(crate) options: &'a Options,
     /// The query's start and end (for `@ start()` / `@ end()`).
     pub(crate) start: i64,
     pub(crate) end: i64,
+    /// The range query's step (0 for an instant query).
+    pub(crate) step: i64,
     /// How far past a first request a selector will be asked for (steps and subqueries).
-    reach: i64,
+    pub(crate) reach: i64,
+    /// The source's rollup resolutions, ascending.
+    pub(crate) resolutions: Vec<i64>,
+    /// Rollup reads per selector, and raw samples of row intervals cut by a window edge.
+    pub(crate) rollups: RefCell<crate::rollups::Cache>,
     pub(crate) budget: Budget,
     cache: RefCell<HashMap<usize, Cached>>,
     /// Inner results of subqueries by (subquery, step time): steps are aligned, so the windows
@@ -117,7 +124,7 @@ pub(crate) fn matchers_of(vs: &VectorSelector) -> Result<Vec<Matcher>> {
 }
 
 /// Labels of a stored series as a map.
-fn label_set(labels: &fleetmon_tsdb::Labels) -> LabelSet {
+pub(crate) fn label_set(labels: &fleetmon_tsdb::Labels) -> LabelSet {
     labels
         .iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -131,15 +138,19 @@ impl<'a> Evaluator<'a> {
         expr: &Expr,
         start: i64,
         end: i64,
+        step: i64,
     ) -> Self {
         Self {
             source,
             options,
             start,
             end,
+            step,
             reach: end
                 .saturating_sub(start)
                 .saturating_add(subquery_reach(expr)),
+            resolutions: source.rollup_resolutions(),
+            rollups: RefCell::default(),
             budget: Budget::new(options),
             cache: RefCell::new(HashMap::new()),
             inner: RefCell::new(HashMap::new()),
@@ -240,6 +251,13 @@ impl<'a> Evaluator<'a> {
         let mut merged: BTreeMap<fleetmon_tsdb::Labels, Vec<(i64, f64)>> = BTreeMap::new();
         let mut from = lo;
         let mut slice = LOAD_SLICE_MS;
+        if self
+            .budget
+            .fits(self.source.estimate_samples(&matchers, lo, hi))
+        {
+            // One read: a compacted block's column is decoded once, not once per slice.
+            slice = hi.saturating_sub(lo).saturating_add(1).max(1);
+        }
         loop {
             let to = from.saturating_add(slice - 1).min(hi);
             let mut count = 0;
@@ -249,8 +267,9 @@ impl<'a> Evaluator<'a> {
             }
             self.budget.take(count, 0)?;
             self.budget.check_time()?;
-            if count == 0 {
-                // Empty time: take bigger steps through it.
+            if self.budget.may_grow(count) {
+                // Empty or sparse time: take bigger steps through it (each read of a
+                // compacted block decodes the block's whole column for the series).
                 slice = slice.saturating_mul(4);
             }
             if to >= hi {
@@ -302,6 +321,50 @@ impl<'a> Evaluator<'a> {
         Ok(out)
     }
 
+    /// A range query of a bare selector: per series, its newest sample within the lookback at
+    /// every step, with the labels cloned once per series (not once per step). One load covers
+    /// every step.
+    pub(crate) fn selector_series(
+        &self,
+        vs: &VectorSelector,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<Vec<Series>> {
+        let first = self.ref_time(&vs.at, &vs.offset, start);
+        let last = self.ref_time(&vs.at, &vs.offset, end);
+        let series = self.load(
+            vs,
+            first.min(last) - self.options.lookback_ms,
+            first.max(last),
+        )?;
+        let mut out = Vec::new();
+        let mut produced = 0;
+        for s in series.iter() {
+            let mut points = Vec::new();
+            let mut t = start;
+            while t <= end {
+                let rt = self.ref_time(&vs.at, &vs.offset, t);
+                let i = s.points.partition_point(|p| p.0 <= rt);
+                if i > 0 && s.points[i - 1].0 >= rt - self.options.lookback_ms {
+                    points.push((t, s.points[i - 1].1));
+                }
+                t += step;
+            }
+            if !points.is_empty() {
+                produced += points.len();
+                out.push(Series {
+                    labels: s.labels.clone(),
+                    points,
+                });
+            }
+        }
+        self.budget.take(produced, 0)?;
+        self.budget.check_time()?;
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
     /// Samples per series in `[t' - range, t']` where `t'` is `t` after `@`/`offset`; series
     /// with none are left out.
     pub(crate) fn range_selector(
@@ -347,9 +410,10 @@ impl<'a> Evaluator<'a> {
         if ts < lo {
             ts = ts.saturating_add(step);
         }
-        let mut out: BTreeMap<LabelSet, Vec<(i64, f64)>> = BTreeMap::new();
-        let mut count = 0;
         let key = sq as *const SubqueryExpr as usize;
+        // The inner results first, then one pass that clones each series' labels once.
+        let mut steps: Vec<(i64, Rc<Value>)> = Vec::new();
+        let mut count = 0;
         while ts <= rt {
             let cached = self.inner.borrow().get(&(key, ts)).cloned();
             let value = match cached {
@@ -363,33 +427,42 @@ impl<'a> Evaluator<'a> {
                     v
                 }
             };
-            match value.as_ref() {
-                Value::Vector(v) => {
-                    count += v.len();
-                    for s in v {
-                        out.entry(s.labels.clone()).or_default().push((ts, s.v));
-                    }
-                }
-                Value::Scalar(v) => {
-                    count += 1;
-                    out.entry(LabelSet::new()).or_default().push((ts, *v));
-                }
+            count += match value.as_ref() {
+                Value::Vector(v) => v.len(),
+                Value::Scalar(_) => 1,
                 other => {
                     return Err(Error::BadData(format!(
                         "subquery of a {}; expected an instant vector or scalar",
                         other.type_name()
                     )));
                 }
-            }
+            };
             self.budget.peek(count)?;
+            steps.push((ts, value));
             let Some(next) = ts.checked_add(step) else {
                 break;
             };
             ts = next;
         }
+        let scalar_labels = LabelSet::new();
+        let mut out: BTreeMap<&LabelSet, Vec<(i64, f64)>> = BTreeMap::new();
+        for (ts, value) in &steps {
+            match value.as_ref() {
+                Value::Vector(v) => {
+                    for s in v {
+                        out.entry(&s.labels).or_default().push((*ts, s.v));
+                    }
+                }
+                Value::Scalar(v) => out.entry(&scalar_labels).or_default().push((*ts, *v)),
+                _ => {}
+            }
+        }
         Ok(out
             .into_iter()
-            .map(|(labels, points)| Series { labels, points })
+            .map(|(labels, points)| Series {
+                labels: labels.clone(),
+                points,
+            })
             .collect())
     }
 }

@@ -6,6 +6,7 @@
 //! - [`engine`]: [`Engine`], instant and range queries, and the result checks.
 //! - [`source`]: the [`Source`] trait the engine reads through.
 //! - `eval`: one expression at one time; selectors, `offset`/`@`, lookback, subqueries.
+//! - `rollups`: long `*_over_time` windows from the store's rollup rows where they are exact.
 //! - [`functions`]: calls, one file per family; [`aggregate`]: `sum by (...)` and friends;
 //!   [`binary`]: operators and vector matching.
 //! - [`value`]: scalars, vectors, matrices; [`limits`]: options and the per-query budget;
@@ -23,6 +24,7 @@ pub mod functions;
 pub mod limits;
 pub mod nesting;
 pub mod params;
+mod rollups;
 pub mod source;
 pub mod value;
 

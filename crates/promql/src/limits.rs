@@ -71,6 +71,25 @@ impl Budget {
         Ok(())
     }
 
+    /// Samples that may still be taken.
+    pub(crate) fn remaining(&self) -> usize {
+        self.max_samples.saturating_sub(self.held.get())
+    }
+
+    /// Whether a read that returned `count` samples may be followed by one four times as
+    /// long: it was empty, or four times as much would still leave half the budget.
+    pub(crate) fn may_grow(&self, count: usize) -> bool {
+        count == 0 || count.saturating_mul(8) <= self.remaining()
+    }
+
+    /// Whether a read estimated at `estimate` samples may be done in one go: it would leave
+    /// half the budget.
+    pub(crate) fn fits(&self, estimate: Option<u64>) -> bool {
+        estimate.is_some_and(|n| {
+            usize::try_from(n).is_ok_and(|n| n.saturating_mul(2) <= self.remaining())
+        })
+    }
+
     /// Fails once the deadline has passed.
     pub(crate) fn check_time(&self) -> Result<()> {
         if Instant::now() > self.deadline {

@@ -448,19 +448,18 @@ impl Server {
             shutdown: shutdown_rx.clone(),
         });
         if let (Some(tcp), Some(cert)) = (https, server_cert) {
-            use axum::serve::ListenerExt;
-            let listener = http::https::HttpsListener::start(tcp, cert, shutdown_rx.clone())
-                .map_err(|source| ServerError::Bind {
-                    what: "HTTPS",
-                    addr: https_addr.unwrap_or(http_addr),
-                    source,
-                })?
-                // Tapping makes the connection's peer address the handlers' `ConnectInfo`.
-                .tap_io(|_| {});
-            let app = app.clone();
+            use http::https::{HttpsListener, HttpsPeer, peer_info};
+            let listener =
+                HttpsListener::start(tcp, cert, Arc::clone(&security), shutdown_rx.clone())
+                    .map_err(|source| ServerError::Bind {
+                        what: "HTTPS",
+                        addr: https_addr.unwrap_or(http_addr),
+                        source,
+                    })?;
+            let app = app.clone().layer(axum::middleware::map_request(peer_info));
             let mut https_shutdown = shutdown_rx.clone();
             tasks.spawn(async move {
-                let app = app.into_make_service_with_connect_info::<SocketAddr>();
+                let app = app.into_make_service_with_connect_info::<HttpsPeer>();
                 let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                     let _ = https_shutdown.changed().await;
                 });

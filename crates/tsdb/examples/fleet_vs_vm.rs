@@ -15,6 +15,14 @@
 //!   labels once (`Db::resolve`) and appends by id (`Db::append_ids`), as a client that keeps
 //!   its series ids does; `FLEET_APPEND=labels` passes labels with every sample (`Db::append`).
 //!
+//! Two more serve `bench/promql-vs-prometheus`:
+//!
+//! - `fleet_vs_vm openmetrics FILE` writes the samples as OpenMetrics text (one family after
+//!   another, each series' samples in time order) for `promtool tsdb create-blocks-from
+//!   openmetrics`;
+//! - `fleet_vs_vm load DIR` appends them into a [`Db`] in `DIR` as `ours` does, flushes and
+//!   compacts (so compacted days carry rollups), and stops: a server's `DATA_DIR/tsdb`.
+//!
 //! Figures go to stdout as `key=value` lines for `run.sh`; progress goes to stderr.
 //! Environment: `FLEET_DEVICES` (334 → 10 020 series), `FLEET_HOURS` (24), `FLEET_STEP_S`
 //! (10, the simulator's interval), `FLEET_END_MS` (default: the last UTC midnight), and
@@ -128,7 +136,9 @@ fn main() -> anyhow::Result<()> {
     match args.get(1..) {
         Some([cmd, path]) if cmd == "json" => write_json(&shape, Path::new(path)),
         Some([cmd, dir]) if cmd == "ours" => ours(&shape, Path::new(dir)),
-        _ => bail!("usage: fleet_vs_vm json FILE | fleet_vs_vm ours DIR"),
+        Some([cmd, path]) if cmd == "openmetrics" => write_openmetrics(&shape, Path::new(path)),
+        Some([cmd, dir]) if cmd == "load" => load(&shape, Path::new(dir)),
+        _ => bail!("usage: fleet_vs_vm json FILE | ours DIR | openmetrics FILE | load DIR"),
     }
 }
 
@@ -213,6 +223,99 @@ fn write_json(shape: &Shape, path: &Path) -> anyhow::Result<()> {
     shape.print();
     println!("json_bytes={}", std::fs::metadata(path)?.len());
     println!("generate_json_s={:.2}", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn write_openmetrics(shape: &Shape, path: &Path) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let start = Instant::now();
+    let mut devices = fleet(shape);
+    let labels: Vec<Labels> = devices.iter().flat_map(|d| d.labels.clone()).collect();
+    let mut points: Vec<Vec<(i64, f64)>> =
+        vec![Vec::with_capacity(usize::try_from(shape.steps)?); shape.series()];
+    shape.generate(&mut devices, |_, rows| {
+        for (d, (ts, values)) in rows.iter().enumerate() {
+            for (i, &v) in values.iter().enumerate() {
+                points[d * 30 + i].push((*ts, v));
+            }
+        }
+        Ok(())
+    })?;
+    // Families one after another, as OpenMetrics wants.
+    let mut families: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, l) in labels.iter().enumerate() {
+        families.entry(l.metric()).or_default().push(i);
+    }
+    let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut line = String::new();
+    for (metric, members) in families {
+        writeln!(out, "# TYPE {metric} gauge")?;
+        for i in members {
+            let mut set = String::new();
+            for (k, v) in labels[i]
+                .iter()
+                .filter(|(k, _)| *k != fleetmon_tsdb::METRIC_NAME)
+            {
+                if !set.is_empty() {
+                    set.push(',');
+                }
+                set.push_str(k);
+                set.push('=');
+                json_str(&mut set, v);
+            }
+            for &(t, v) in &points[i] {
+                line.clear();
+                let _ = writeln!(
+                    line,
+                    "{metric}{{{set}}} {v} {}.{:03}",
+                    t.div_euclid(1000),
+                    t.rem_euclid(1000)
+                );
+                out.write_all(line.as_bytes())?;
+            }
+        }
+    }
+    out.write_all(b"# EOF\n")?;
+    out.flush()?;
+    shape.print();
+    println!("openmetrics_bytes={}", std::fs::metadata(path)?.len());
+    println!(
+        "generate_openmetrics_s={:.2}",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Loads the dataset into a database in `dir`, flushes and compacts it.
+fn load(shape: &Shape, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let start = Instant::now();
+    let mut devices = fleet(shape);
+    let db = Db::open_dir(dir, Options::default())?;
+    let labels: Vec<Labels> = devices.iter().flat_map(|d| d.labels.clone()).collect();
+    let ids: Vec<_> = labels.iter().map(|l| db.resolve(l)).collect();
+    let mut batch = Vec::with_capacity(shape.series() * 6);
+    shape.generate(&mut devices, |step, rows| {
+        for (d, (ts, values)) in rows.iter().enumerate() {
+            for (i, &value) in values.iter().enumerate() {
+                batch.push((ids[d * 30 + i], *ts, value));
+            }
+        }
+        if (step + 1) % 6 == 0 || step + 1 == shape.steps {
+            db.append_ids(&batch, None)?;
+            batch.clear();
+        }
+        Ok(())
+    })?;
+    db.flush()?;
+    let merges = db.compact(fleetmon_tsdb::db::system_clock())?;
+    let stats = db.stats();
+    shape.print();
+    println!("compactions={merges}");
+    println!("blocks={}", stats.blocks);
+    println!("block_bytes={}", stats.block_bytes);
+    println!("load_s={:.2}", start.elapsed().as_secs_f64());
     Ok(())
 }
 

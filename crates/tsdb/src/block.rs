@@ -399,6 +399,11 @@ impl Block {
         self.samples
     }
 
+    /// A series' number of samples in this block.
+    pub fn series_samples(&self, id: SeriesId) -> u64 {
+        self.entry(id).map_or(0, |s| u64::from(s.count))
+    }
+
     /// A series' time span in this block.
     pub fn series_span(&self, id: SeriesId) -> Option<(i64, i64)> {
         self.entry(id).map(|s| (s.min_t, s.max_t))
@@ -426,6 +431,21 @@ impl Block {
         self.entry(id)
             .map(|s| self.decode_series(s))
             .unwrap_or_default()
+    }
+
+    /// A series' samples in `[start, end]`, ascending.
+    pub fn range_vec(&self, id: SeriesId, start: i64, end: i64) -> Vec<(i64, f64)> {
+        let Some(s) = self.entry(id) else {
+            return Vec::new();
+        };
+        if s.max_t < start || s.min_t > end {
+            return Vec::new();
+        }
+        let mut v = self.decode_series(s);
+        v.truncate(v.partition_point(|p| p.0 <= end));
+        let a = v.partition_point(|p| p.0 < start);
+        v.drain(..a);
+        v
     }
 
     /// Adds a series' samples in `[start, end]` to `out` (replacing equal timestamps).

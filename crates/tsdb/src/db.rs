@@ -24,7 +24,7 @@ use crate::hash::FastSet;
 use crate::head::{Head, Placed};
 use crate::index::{Index, SeriesId};
 use crate::ooo;
-use crate::query::{Agg, Buckets, LastValue, QueryError, SeriesPoints};
+use crate::query::{Agg, Buckets, LastValue, QueryError, SeriesPoints, SeriesRollups};
 use crate::record::{self, KIND_META, KIND_SAMPLES, KIND_SERIES, Record};
 use crate::retention::{self, Retention};
 use crate::rollup::{self, floor};
@@ -161,7 +161,8 @@ pub struct Stats {
     pub flushes_total: u64,
     pub compactions_total: u64,
     pub blocks_deleted_total: u64,
-    /// Rollup rows read by bucketed queries instead of raw samples.
+    /// Rollup rows read instead of raw samples, by bucketed queries ([`Db::aggregate`]) and
+    /// rollup reads ([`Db::select_rollups`]).
     pub rollup_rows_read_total: u64,
     /// Approximate heap bytes of the head and the index.
     pub head_heap_bytes: u64,
@@ -299,6 +300,39 @@ pub fn system_clock() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One series' sorted runs of samples, in write order (blocks by `seq`, then the head): simply
+/// concatenated when they do not overlap in time (the common case: one block per day), else
+/// merged with later runs winning on equal timestamps.
+fn merge_runs(mut runs: Vec<Vec<(i64, f64)>>) -> Vec<(i64, f64)> {
+    if runs.len() <= 1 {
+        return runs.pop().unwrap_or_default();
+    }
+    let mut order: Vec<usize> = (0..runs.len()).filter(|&i| !runs[i].is_empty()).collect();
+    order.sort_by_key(|&i| runs[i][0].0);
+    let disjoint = order.windows(2).all(|w| {
+        let (a, b) = (&runs[w[0]], &runs[w[1]]);
+        a.last().map_or(i64::MIN, |p| p.0) < b.first().map_or(i64::MAX, |p| p.0)
+    });
+    if disjoint {
+        let mut out = Vec::with_capacity(runs.iter().map(Vec::len).sum());
+        for i in order {
+            out.append(&mut runs[i]);
+        }
+        return out;
+    }
+    let mut m = BTreeMap::new();
+    for r in runs {
+        m.extend(r);
+    }
+    m.into_iter().collect()
+}
+
+/// Whether `[lo, hi]` meets one of `ranges` (closed, ascending, disjoint).
+fn in_ranges(ranges: &[(i64, i64)], lo: i64, hi: i64) -> bool {
+    let i = ranges.partition_point(|r| r.1 < lo);
+    ranges.get(i).is_some_and(|r| r.0 <= hi)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -496,6 +530,42 @@ impl Db {
         self.inner.aggregate(matchers, start, end, step, agg)
     }
 
+    /// The samples of every matching series with `start <= ts <= end`, as rollup rows of
+    /// `resolution` where a row is exact and raw samples elsewhere. A row is used when its
+    /// whole interval `[t, t + resolution)` lies in `[start, end]`, its min, max and sum are
+    /// finite, and no other block nor the head holds samples of the series in its interval
+    /// (so it summarizes exactly the samples [`Db::select`] would return there). Everything
+    /// else — data not yet compacted, late samples, edges — comes raw, and so do the samples
+    /// in `raw_ranges` (closed, ascending, disjoint), even inside rows used: the parts of rows
+    /// a caller's windows cut. Series without samples in the range are left out. Rows used
+    /// count in `Stats::rollup_rows_read_total`.
+    pub fn select_rollups(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+        resolution: i64,
+        raw_ranges: &[(i64, i64)],
+    ) -> Vec<SeriesRollups> {
+        self.inner
+            .select_rollups(matchers, start, end, resolution, raw_ranges)
+    }
+
+    /// The rollup resolutions compaction writes (ms), ascending.
+    pub fn rollup_resolutions(&self) -> Vec<i64> {
+        let mut r: Vec<i64> = self
+            .inner
+            .options
+            .rollup_resolutions_ms
+            .iter()
+            .copied()
+            .filter(|&r| r > 0)
+            .collect();
+        r.sort_unstable();
+        r.dedup();
+        r
+    }
+
     /// The newest sample of every matching series, from memory.
     pub fn last_values(&self, matchers: &[Matcher]) -> Vec<LastValue> {
         self.inner.last_values(matchers)
@@ -504,6 +574,19 @@ impl Db {
     /// Label sets of the matching series.
     pub fn series(&self, matchers: &[Matcher]) -> Vec<Labels> {
         self.inner.series(matchers)
+    }
+
+    /// About how many samples [`Db::select`] would return: block samples prorated by how much
+    /// of each block's span of the series the range covers, plus the head's share of the
+    /// matching series. Cheap (no decoding); lets a reader choose between one read and slices.
+    pub fn estimate_samples(&self, matchers: &[Matcher], start: i64, end: i64) -> u64 {
+        self.inner.estimate_samples(matchers, start, end)
+    }
+
+    /// Label sets of the matching series that have samples with `start <= ts <= end` (what
+    /// Prometheus's series API lists for a time range).
+    pub fn series_in_range(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<Labels> {
+        self.inner.series_in_range(matchers, start, end)
     }
 
     /// Label names used by the matching series (all with no matchers).
@@ -825,15 +908,19 @@ impl Inner {
         let (series, blocks) = self.snapshot(matchers, start, end);
         let mut out = Vec::new();
         for q in series {
-            let mut m = BTreeMap::new();
-            for b in &blocks {
-                b.range_into(q.id, start, end, &mut m);
+            let mut runs: Vec<Vec<(i64, f64)>> = blocks
+                .iter()
+                .map(|b| b.range_vec(q.id, start, end))
+                .filter(|r| !r.is_empty())
+                .collect();
+            if !q.head.is_empty() {
+                runs.push(q.head.into_iter().collect());
             }
-            m.extend(q.head);
-            if !m.is_empty() {
+            let points = merge_runs(runs);
+            if !points.is_empty() {
                 out.push(SeriesPoints {
                     labels: q.labels,
-                    points: m.into_iter().collect(),
+                    points,
                 });
             }
         }
@@ -911,6 +998,88 @@ impl Inner {
         Ok(out)
     }
 
+    fn select_rollups(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+        resolution: i64,
+        raw_ranges: &[(i64, i64)],
+    ) -> Vec<SeriesRollups> {
+        if resolution <= 0 || end < start {
+            return Vec::new();
+        }
+        let (series, blocks) = self.snapshot(matchers, start, end);
+        let mut out = Vec::new();
+        let mut rows_read = 0u64;
+        for q in series {
+            let id = q.id;
+            // The blocks holding the series in the range, with its span in each.
+            let spans: Vec<(&Arc<Block>, i64, i64)> = blocks
+                .iter()
+                .filter_map(|b| {
+                    let (lo, hi) = b.series_span(id)?;
+                    (lo <= end && hi >= start).then_some((b, lo, hi))
+                })
+                .collect();
+            let mut rows: Vec<rollup::Row> = Vec::new();
+            let mut m = BTreeMap::new();
+            for (i, &(b, lo, hi)) in spans.iter().enumerate() {
+                let block_rows = b.rollup(id, resolution).unwrap_or_default();
+                let mut all_used = !block_rows.is_empty();
+                for row in block_rows {
+                    let row_end = row.t.saturating_add(resolution - 1);
+                    if row_end < start || row.t > end {
+                        continue;
+                    }
+                    let usable = row.t >= start
+                        && row_end <= end
+                        && row.min.is_finite()
+                        && row.max.is_finite()
+                        && row.sum.is_finite()
+                        && !spans
+                            .iter()
+                            .enumerate()
+                            .any(|(j, &(_, lo, hi))| j != i && lo <= row_end && hi >= row.t)
+                        && q.head.range(row.t..=row_end).next().is_none();
+                    if usable {
+                        rows.push(row);
+                    } else {
+                        all_used = false;
+                    }
+                }
+                // A block's rows cover all its samples: if every row in the range is used,
+                // the block's samples need not be decoded.
+                if !all_used || in_ranges(raw_ranges, lo, hi) {
+                    b.range_into(id, start, end, &mut m);
+                }
+            }
+            m.extend(q.head);
+            rows.sort_by_key(|r| r.t);
+            let covered = |t: i64| {
+                rows.binary_search_by_key(&floor(t, resolution), |r| r.t)
+                    .is_ok()
+            };
+            let raw: Vec<(i64, f64)> = m
+                .into_iter()
+                .filter(|&(t, _)| !covered(t) || in_ranges(raw_ranges, t, t))
+                .collect();
+            if rows.is_empty() && raw.is_empty() {
+                continue;
+            }
+            rows_read += rows.len() as u64;
+            out.push(SeriesRollups {
+                labels: q.labels,
+                rows,
+                raw,
+            });
+        }
+        self.counters
+            .rollup_rows
+            .fetch_add(rows_read, Ordering::Relaxed);
+        out
+    }
+
     /// The newest sample of every matching series, from memory.
     pub fn last_values(&self, matchers: &[Matcher]) -> Vec<LastValue> {
         let st = lock(&self.state);
@@ -925,6 +1094,64 @@ impl Inner {
                     value,
                 })
             })
+            .collect()
+    }
+
+    fn estimate_samples(&self, matchers: &[Matcher], start: i64, end: i64) -> u64 {
+        if end < start {
+            return 0;
+        }
+        let (ids, blocks, head, total) = {
+            let st = lock(&self.state);
+            let head = st.head.samples() + st.flushing.as_ref().map_or(0, |(f, _)| f.samples());
+            (
+                st.index.select(matchers),
+                st.blocks.clone(),
+                head,
+                st.index.len().max(1) as u64,
+            )
+        };
+        let mut n = head.saturating_mul(ids.len() as u64) / total;
+        for b in &blocks {
+            for &id in &ids {
+                let Some((lo, hi)) = b.series_span(id) else {
+                    continue;
+                };
+                if hi < start || lo > end {
+                    continue;
+                }
+                let count = b.series_samples(id);
+                let span = (hi - lo).saturating_add(1) as f64;
+                let covered = (hi.min(end) - lo.max(start)).saturating_add(1) as f64;
+                n = n.saturating_add((count as f64 * (covered / span)).ceil() as u64);
+            }
+        }
+        n
+    }
+
+    fn series_in_range(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<Labels> {
+        if end < start {
+            return Vec::new();
+        }
+        let (series, blocks) = self.snapshot(matchers, start, end);
+        series
+            .into_iter()
+            .filter(|q| {
+                !q.head.is_empty()
+                    || blocks.iter().any(|b| match b.series_span(q.id) {
+                        None => false,
+                        Some((lo, hi)) if hi < start || lo > end => false,
+                        // The span's ends are samples: one in the range settles it.
+                        Some((lo, hi)) if lo >= start || hi <= end => true,
+                        // The range lies inside the span: look at the samples.
+                        Some(_) => {
+                            let mut m = BTreeMap::new();
+                            b.range_into(q.id, start, end, &mut m);
+                            !m.is_empty()
+                        }
+                    })
+            })
+            .map(|q| q.labels)
             .collect()
     }
 

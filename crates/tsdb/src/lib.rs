@@ -36,6 +36,7 @@ pub mod wal;
 pub use backend::{Backend, Fault, FaultBackend, FaultOp, FsBackend, MemBackend};
 pub use db::{AppendReport, Db, DbError, Meta, Options, Sample, Stats};
 pub use index::SeriesId;
-pub use query::{Agg, LastValue, QueryError, SeriesPoints};
+pub use query::{Agg, LastValue, QueryError, SeriesPoints, SeriesRollups};
 pub use retention::Retention;
+pub use rollup::Row;
 pub use series::{Labels, METRIC_NAME, MatchOp, Matcher, SeriesError};

@@ -36,6 +36,18 @@ pub struct SeriesPoints {
     pub points: Vec<(i64, f64)>,
 }
 
+/// A series read for long windows: exact rollup rows where they stand in for every sample of
+/// their interval, raw samples everywhere else ([`crate::Db::select_rollups`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesRollups {
+    pub labels: Labels,
+    /// Rows ascending by interval start; each summarizes all of the series' samples in
+    /// `[t, t + resolution)`, an interval inside the query range.
+    pub rows: Vec<Row>,
+    /// The samples in the query range outside those rows' intervals, ascending by time.
+    pub raw: Vec<(i64, f64)>,
+}
+
 /// A series' last sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LastValue {

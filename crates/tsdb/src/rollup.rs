@@ -36,9 +36,10 @@ pub struct Row {
     pub last: f64,
 }
 
-/// Start of the interval of `resolution` that holds `t`.
+/// Start of the interval of `resolution` that holds `t` (`i64::MIN` for the first, partial
+/// interval of time, so query times at the ends of the range never overflow).
 pub fn floor(t: i64, resolution: i64) -> i64 {
-    t.div_euclid(resolution) * resolution
+    t.div_euclid(resolution).saturating_mul(resolution)
 }
 
 /// Summarizes sorted, deduplicated samples.

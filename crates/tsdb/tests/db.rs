@@ -569,3 +569,43 @@ fn a_failed_background_flush_keeps_the_frozen_head_readable_and_retries() {
     let db = Db::open(backend, options, &mut |_, _| {}).unwrap();
     assert_eq!(points(&db, "temp", "x", 0, i64::MAX), pts);
 }
+
+#[test]
+fn series_in_range_lists_only_series_with_samples_there() {
+    let b = MemBackend::new();
+    let db = open(&b, Options::default());
+    let (early, late, spans) = (
+        labels("temp", "early"),
+        labels("temp", "late"),
+        labels("temp", "spans"),
+    );
+    put(&db, &early, &[(T0, 1.0), (T0 + HOUR, 2.0)]);
+    // One block holds both samples of "spans": its span covers the hour between them.
+    put(&db, &spans, &[(T0 + 10_000, 1.0), (T0 + 110 * 60_000, 2.0)]);
+    db.flush().unwrap();
+    put(&db, &late, &[(T0 + 2 * HOUR, 3.0)]);
+    let names = |start: i64, end: i64| -> Vec<String> {
+        let mut v: Vec<String> = db
+            .series_in_range(&[Matcher::metric("temp")], start, end)
+            .iter()
+            .map(|l| l.get("device").unwrap().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(T0, T0 + 4 * 24 * HOUR), ["early", "late", "spans"]);
+    // Inside the span of "spans" but between its samples: not listed.
+    assert_eq!(names(T0 + HOUR, T0 + HOUR), ["early"]);
+    assert_eq!(names(T0 + 1, T0 + 20_000), ["spans"]);
+    assert_eq!(names(T0 + 2 * HOUR, T0 + 2 * HOUR + 5), ["late"]);
+    assert_eq!(
+        names(T0 + 2 * HOUR + 1, T0 + 24 * HOUR),
+        Vec::<String>::new()
+    );
+    assert_eq!(names(T0 + 24 * HOUR, T0), Vec::<String>::new());
+    assert_eq!(db.series(&[Matcher::metric("temp")]).len(), 3);
+    // The estimate a reader sizes its reads by: exact when the range covers everything.
+    let temp = [Matcher::metric("temp")];
+    assert_eq!(db.estimate_samples(&temp, T0, T0 + 4 * 24 * HOUR), 5);
+    assert_eq!(db.estimate_samples(&temp, T0 + 5, T0), 0);
+}

@@ -5,6 +5,9 @@
 //! first and last sample is stretched towards the window's edges, by at most half an average
 //! sample interval where the samples stop short of an edge by more than 1.1 intervals, and for
 //! counters never below zero.
+//!
+//! `min max sum count avg last present _over_time` of a range selector at least as long as a
+//! rollup resolution of the source read through `crate::rollups` (rows where exact).
 
 use promql_parser::parser::Expr;
 
@@ -12,6 +15,7 @@ use crate::aggregate::quantile;
 use crate::error::{Error, Result};
 use crate::eval::{Evaluator, duration_ms, unparen};
 use crate::functions::labels::absent_labels;
+use crate::rollups;
 use crate::value::{Sample, Series, Value, drop_name};
 
 /// A range argument's windows, its range and the time its window ends at.
@@ -209,6 +213,24 @@ pub(crate) fn call(
             _ => Default::default(),
         };
         return Ok(Some(Value::Vector(vec![Sample { labels, v: 1.0 }])));
+    }
+    if rollups::answers(name)
+        && let Expr::MatrixSelector(ms) = unparen(range_arg)
+    {
+        let range = duration_ms(&ms.range);
+        if let Some(resolution) = ev.rollup_resolution(range) {
+            let mut out = Vec::new();
+            for (mut labels, summary) in ev.window_summaries(&ms.vs, range, resolution, t)? {
+                if name != "last_over_time" {
+                    drop_name(&mut labels);
+                }
+                out.push(Sample {
+                    labels,
+                    v: summary.value(name),
+                });
+            }
+            return Ok(Some(Value::Vector(out)));
+        }
     }
     let scalar_arg = match name {
         "quantile_over_time" => Some(ev.scalar(args[0], t)?),

@@ -219,6 +219,7 @@ pub async fn samples(
 pub async fn ingest(
     AxumState(app): AxumState<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    cert: Option<Extension<super::https::DeviceCert>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, Response> {
     let st = &app.state;
@@ -248,7 +249,38 @@ pub async fn ingest(
         tracing::warn!(reason = %e, "HTTP batch rejected");
         ApiError::from(e).into_response()
     })?;
-    if let Err(limited) = st.check_device_rate(&batch.device, peer.map(|p| p.0.0), "answered 429") {
+    let source = peer.map(|p| p.0.0);
+    // Over HTTPS a batch comes from the device whose certificate opened the connection.
+    if let Some(Extension(super::https::DeviceCert(cert))) = cert
+        && cert.as_deref() != Some(batch.device.as_str())
+    {
+        reject("unauthenticated");
+        let (status, why) = match &cert {
+            None => (
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "HTTPS ingest needs the device's client certificate; none was presented for device {:?}",
+                    batch.device
+                ),
+            ),
+            Some(own) => (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the certificate of device {own:?} may not send batches of device {:?}",
+                    batch.device
+                ),
+            ),
+        };
+        st.security.events.record(
+            st.now_ms(),
+            crate::security::events::Kind::AclViolation,
+            cert.as_deref().or(Some(batch.device.as_str())),
+            source,
+            why.clone(),
+        );
+        return Err(ApiError::new(status, why).into_response());
+    }
+    if let Err(limited) = st.check_device_rate(&batch.device, source, "answered 429") {
         reject("rate_limited");
         let mut r = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

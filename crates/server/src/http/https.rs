@@ -1,7 +1,9 @@
 //! HTTPS: the same API, ingest, enrolment and dashboard as the plaintext listener, over TLS
 //! 1.2+ with the server certificate (`--https-listen`; the certificate is the one the MQTT TLS
-//! listener presents and is reloaded when its files change). No client certificate is asked
-//! for: operators log in, automation sends tokens, devices enrol with their token.
+//! listener presents and is reloaded when its files change). A client certificate of the
+//! built-in CA is asked for but optional: operators log in, automation sends tokens, devices
+//! enrol with their token — and HTTP ingest over HTTPS takes a batch only from the device whose
+//! (unrevoked) certificate opened the connection ([`DeviceCert`], checked by the handler).
 //!
 //! Each handshake runs in its own task under a deadline, at most [`MAX_HANDSHAKES`] at once, so
 //! a slow or silent client holds up nobody; finished handshakes queue for the HTTP server.
@@ -11,46 +13,115 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::server::ResolvesServerCert;
+use axum::extract::Request;
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::serve::IncomingStream;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::security::tls::{ReloadingCert, provider};
+use crate::security::Security;
+use crate::security::tls::{Presented, ReloadingCert, provider};
 
 /// Longest a client may take over its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; more connections wait to be accepted.
 pub const MAX_HANDSHAKES: usize = 256;
 
+/// Who is at the other end of an HTTPS connection.
+#[derive(Debug, Clone)]
+pub struct HttpsPeer {
+    pub addr: SocketAddr,
+    /// The device of the client certificate, when one of the built-in CA's, unrevoked, was
+    /// presented.
+    pub device: Option<String>,
+}
+
+/// In a request's extensions when it came over HTTPS: the device its certificate names, if any.
+#[derive(Debug, Clone)]
+pub struct DeviceCert(pub Option<String>);
+
+impl Connected<IncomingStream<'_, HttpsListener>> for HttpsPeer {
+    fn connect_info(stream: IncomingStream<'_, HttpsListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// Puts an HTTPS request's peer where every handler looks for it (`ConnectInfo<SocketAddr>`),
+/// and its certificate's device beside it ([`DeviceCert`]).
+pub async fn peer_info(mut req: Request) -> Request {
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<HttpsPeer>>().cloned() {
+        req.extensions_mut().insert(ConnectInfo(peer.addr));
+        req.extensions_mut().insert(DeviceCert(peer.device));
+    }
+    req
+}
+
 /// Connections whose handshake is done, for `axum::serve`.
 #[derive(Debug)]
 pub struct HttpsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, HttpsPeer)>,
     local: SocketAddr,
 }
 
-/// The TLS settings: TLS 1.3 and 1.2, HTTP/1.1, no client certificate, no session resumption
-/// state kept on the server.
-fn server_config(cert: Arc<ReloadingCert>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(cert as Arc<dyn ResolvesServerCert>);
+/// The TLS settings: TLS 1.3 and 1.2, HTTP/1.1, a client certificate of `client_ca` asked for
+/// but optional, no session resumption state kept on the server.
+fn server_config(
+    cert: Arc<ReloadingCert>,
+    client_ca: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ServerConfig>, io::Error> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(io::Error::other)?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).map_err(io::Error::other)? {
+                roots
+                    .add(c.map_err(io::Error::other)?)
+                    .map_err(io::Error::other)?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .allow_unauthenticated()
+                .build()
+                .map_err(io::Error::other)?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(cert as Arc<dyn ResolvesServerCert>);
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
+/// The device of the connection's client certificate, unless there is none or it is revoked.
+fn device_of(tls: &TlsStream<TcpStream>, security: &Security) -> Option<String> {
+    let der = tls.get_ref().1.peer_certificates()?.first()?;
+    let presented = Presented::parse(der)?;
+    if security.is_revoked(&presented.serial) {
+        return None;
+    }
+    presented.device
+}
+
 impl HttpsListener {
-    /// Starts accepting on `tcp` until `shutdown` fires.
+    /// Starts accepting on `tcp` until `shutdown` fires. Client certificates are checked
+    /// against the CA of `security` when it has one.
     pub fn start(
         tcp: TcpListener,
         cert: Arc<ReloadingCert>,
+        security: Arc<Security>,
         mut shutdown: watch::Receiver<bool>,
     ) -> io::Result<Self> {
         let local = tcp.local_addr()?;
-        let acceptor = TlsAcceptor::from(server_config(cert).map_err(io::Error::other)?);
+        let client_ca = security.ca.as_ref().map(|ca| ca.ca_cert_path());
+        let acceptor = TlsAcceptor::from(server_config(cert, client_ca.as_deref())?);
         let (tx, ready) = mpsc::channel(MAX_HANDSHAKES);
         let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
@@ -71,12 +142,14 @@ impl HttpsListener {
                 };
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
+                let security = Arc::clone(&security);
                 tokio::spawn(async move {
                     let done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     match done.await {
                         Ok(Ok(tls)) => {
                             drop(slot);
-                            let _ = tx.send((tls, peer)).await;
+                            let device = device_of(&tls, &security);
+                            let _ = tx.send((tls, HttpsPeer { addr: peer, device })).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTPS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "HTTPS handshake timed out"),
@@ -90,7 +163,7 @@ impl HttpsListener {
 
 impl axum::serve::Listener for HttpsListener {
     type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
+    type Addr = HttpsPeer;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.ready.recv().await {
@@ -100,7 +173,10 @@ impl axum::serve::Listener for HttpsListener {
         }
     }
 
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local)
+    fn local_addr(&self) -> io::Result<HttpsPeer> {
+        Ok(HttpsPeer {
+            addr: self.local,
+            device: None,
+        })
     }
 }

@@ -50,9 +50,10 @@ async fn login(
         .await
         .map_err(|e| LoginError::Internal(e.to_string()))?;
     let worker = Arc::clone(&ops);
-    tokio::task::spawn_blocking(move || worker.login(&user, &password, code.as_deref(), source))
+    ops.hasher
+        .run(move || worker.login(&user, &password, code.as_deref(), source))
         .await
-        .map_err(|e| LoginError::Internal(e.to_string()))?
+        .ok_or_else(|| LoginError::Internal("password check failed".to_owned()))?
 }
 
 fn login_error(e: &LoginError) -> Response {
@@ -208,16 +209,23 @@ pub async fn setup(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let user = req.user.clone();
     let worker = Arc::clone(&ops);
-    let done = tokio::task::spawn_blocking(move || {
-        let s = src.map_or_else(|| "unknown".to_owned(), |s| s.to_string());
-        let r = worker.setup(&req.token, &req.user, &req.password, req.totp, &s);
-        if matches!(r, Err(SetupError::BadToken)) {
-            worker.throttle.failed(src.map(|s| s.ip()), "setup", now);
-        }
-        r
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let done = ops
+        .hasher
+        .run(move || {
+            let s = src.map_or_else(|| "unknown".to_owned(), |s| s.to_string());
+            let r = worker.setup(&req.token, &req.user, &req.password, req.totp, &s);
+            if matches!(r, Err(SetupError::BadToken)) {
+                worker.throttle.failed(src.map(|s| s.ip()), "setup", now);
+            }
+            r
+        })
+        .await
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "setting up the first admin failed".to_owned(),
+            )
+        })?;
     match done {
         Ok(uri) => Ok((
             StatusCode::CREATED,

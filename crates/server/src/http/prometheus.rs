@@ -157,6 +157,22 @@ impl Params {
             .ok_or_else(|| PromError::bad_data("invalid parameter \"query\": missing"))
     }
 
+    /// The `start`/`end` range of the metadata endpoints, `None` when neither is given (as in
+    /// Prometheus, a missing end is the end of time, a missing start its beginning).
+    fn time_range(&self) -> Result<Option<(i64, i64)>, PromError> {
+        let (start, end) = (self.time("start")?, self.time("end")?);
+        if start.is_none() && end.is_none() {
+            return Ok(None);
+        }
+        let (start, end) = (start.unwrap_or(i64::MIN), end.unwrap_or(i64::MAX));
+        if end < start {
+            return Err(PromError::bad_data(
+                "invalid parameter \"end\": end timestamp must not be before start time",
+            ));
+        }
+        Ok(Some((start, end)))
+    }
+
     /// The `match[]` selectors as matcher lists.
     fn matches(&self) -> Result<Vec<Vec<Matcher>>, PromError> {
         self.all("match[]")
@@ -297,9 +313,42 @@ pub async fn query_range(
             .map_err(PromError::query)
     })
     .await?;
-    Ok(success(
-        json!({"resultType": "matrix", "result": matrix(&series)}),
-    ))
+    Ok(matrix_response(&series))
+}
+
+/// The success envelope around a matrix, written straight into the body: a range query's
+/// answer can hold millions of points, and a `serde_json::Value` per point costs more than the
+/// query's evaluation.
+fn matrix_response(series: &[Series]) -> Response {
+    use std::fmt::Write as _;
+    let points: usize = series.iter().map(|s| s.points.len()).sum();
+    let mut body = String::with_capacity(64 + series.len() * 160 + points * 32);
+    body.push_str(r#"{"status":"success","data":{"resultType":"matrix","result":["#);
+    for (i, s) in series.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(r#"{"metric":"#);
+        body.push_str(&metric(&s.labels).to_string());
+        body.push_str(r#","values":["#);
+        for (j, &(t, v)) in s.points.iter().enumerate() {
+            if j > 0 {
+                body.push(',');
+            }
+            if t % 1000 == 0 {
+                let _ = write!(body, "[{},\"{}\"]", t / 1000, format_value(v));
+            } else {
+                let _ = write!(body, "[{},\"{}\"]", ts_json(t), format_value(v));
+            }
+        }
+        body.push_str("]}");
+    }
+    body.push_str("]}}");
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// `GET|POST /prometheus/api/v1/series`.
@@ -313,11 +362,14 @@ pub async fn series(
     if matches.is_empty() {
         return Err(PromError::bad_data("no match[] parameter provided"));
     }
+    let range = params.time_range()?;
     let mut all = std::collections::BTreeSet::new();
     for m in &matches {
-        for labels in app.state.store.series_matching(m) {
-            all.insert(labels);
-        }
+        let found = match range {
+            Some((start, end)) => app.state.store.series_in_range(m, start, end),
+            None => app.state.store.series_matching(m),
+        };
+        all.extend(found);
     }
     Ok(success(JsonValue::Array(
         all.iter()
@@ -332,15 +384,30 @@ pub async fn series(
     )))
 }
 
-/// Union over `match[]` (or everything) of `f`'s strings, sorted.
-fn union(params: &Params, f: impl Fn(&[Matcher]) -> Vec<String>) -> Result<Vec<String>, PromError> {
-    let matches = params.matches()?;
-    let mut out = std::collections::BTreeSet::new();
+/// Union over `match[]` (or everything) of `f`'s strings, sorted. With `start`/`end`, only
+/// series with samples in that range count, and `of_series` picks the strings from their
+/// label sets.
+fn union(
+    app: &AppState,
+    params: &Params,
+    f: impl Fn(&[Matcher]) -> Vec<String>,
+    of_series: impl Fn(&fleetmon_tsdb::Labels) -> Vec<String>,
+) -> Result<Vec<String>, PromError> {
+    let mut matches = params.matches()?;
     if matches.is_empty() {
-        out.extend(f(&[]));
+        matches.push(Vec::new());
     }
+    let range = params.time_range()?;
+    let mut out = std::collections::BTreeSet::new();
     for m in &matches {
-        out.extend(f(m));
+        match range {
+            Some((start, end)) => {
+                for labels in app.state.store.series_in_range(m, start, end) {
+                    out.extend(of_series(&labels));
+                }
+            }
+            None => out.extend(f(m)),
+        }
     }
     Ok(out.into_iter().collect())
 }
@@ -352,7 +419,12 @@ pub async fn labels(
     body: Bytes,
 ) -> Result<Response, PromError> {
     let params = Params::new(q, &body);
-    let names = union(&params, |m| app.state.store.label_names(m))?;
+    let names = union(
+        &app,
+        &params,
+        |m| app.state.store.label_names(m),
+        |l| l.iter().map(|(k, _)| k.to_owned()).collect(),
+    )?;
     Ok(success(json!(names)))
 }
 
@@ -364,7 +436,12 @@ pub async fn label_values(
     body: Bytes,
 ) -> Result<Response, PromError> {
     let params = Params::new(q, &body);
-    let values = union(&params, |m| app.state.store.label_values(&name, m))?;
+    let values = union(
+        &app,
+        &params,
+        |m| app.state.store.label_values(&name, m),
+        |l| l.get(&name).map(str::to_owned).into_iter().collect(),
+    )?;
     Ok(success(json!(values)))
 }
 

@@ -119,6 +119,7 @@ pub async fn add_user(
         audit(&app, &actor, "user.add", "failed", e.to_string()).await;
         return Err(store_error(e));
     }
+    // The password is hashed where logins hash theirs: bounded, at low priority.
     let _permit = ops.hashing.acquire().await.map_err(internal)?;
     let worker = Arc::clone(&ops);
     let NewUser {
@@ -127,25 +128,27 @@ pub async fn add_user(
         totp,
         ..
     } = req;
-    let done = tokio::task::spawn_blocking(move || {
-        let (secret, uri) = if totp {
-            let (s, u) = new_totp_secret(&name).ok_or(UserError::Random)?;
-            (Some(s), Some(u))
-        } else {
-            (None, None)
-        };
-        let user = User {
-            name,
-            role,
-            password: users::hash_password(&password)?,
-            totp: secret,
-            created_ms: worker.now_ms(),
-        };
-        worker.users.add_user(user.clone())?;
-        Ok::<_, UserError>((user, uri))
-    })
-    .await
-    .map_err(internal)?;
+    let done = ops
+        .hasher
+        .run(move || {
+            let (secret, uri) = if totp {
+                let (s, u) = new_totp_secret(&name).ok_or(UserError::Random)?;
+                (Some(s), Some(u))
+            } else {
+                (None, None)
+            };
+            let user = User {
+                name,
+                role,
+                password: users::hash_password(&password)?,
+                totp: secret,
+                created_ms: worker.now_ms(),
+            };
+            worker.users.add_user(user.clone())?;
+            Ok::<_, UserError>((user, uri))
+        })
+        .await
+        .ok_or_else(|| internal("adding the account failed"))?;
     match done {
         Ok((user, uri)) => {
             let with = if uri.is_some() { ", two-factor" } else { "" };

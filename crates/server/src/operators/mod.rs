@@ -17,6 +17,7 @@
 //! session or an API token.
 
 pub mod audit;
+pub mod hashing;
 pub mod session;
 pub mod throttle;
 pub mod totp;
@@ -146,6 +147,8 @@ pub struct Operators {
     pub config: AuthConfig,
     /// Bounds concurrent password hashing.
     pub hashing: tokio::sync::Semaphore,
+    /// Where passwords are hashed: low-priority threads of their own.
+    pub hasher: hashing::Hashing,
     clock: Arc<dyn Clock>,
     /// SHA-256 of the one-time setup token, while there is one.
     setup_token: Mutex<Option<String>>,
@@ -163,6 +166,7 @@ impl Operators {
             audit: AuditLog::new(data_dir),
             config,
             hashing: tokio::sync::Semaphore::new(max_concurrent_hashes()),
+            hasher: hashing::Hashing::start(max_concurrent_hashes()),
             clock,
             setup_token: Mutex::new(None),
             totp_last: Mutex::default(),

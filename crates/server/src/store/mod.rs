@@ -83,6 +83,55 @@ pub trait SampleStore: Send + Sync {
     ) -> Vec<fleetmon_tsdb::SeriesPoints>;
     /// Label sets (`__name__` included) of the matching series.
     fn series_matching(&self, matchers: &[fleetmon_tsdb::Matcher]) -> Vec<fleetmon_tsdb::Labels>;
+    /// Label sets of the matching series with points in `[start_ms, end_ms]`.
+    fn series_in_range(
+        &self,
+        matchers: &[fleetmon_tsdb::Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Vec<fleetmon_tsdb::Labels> {
+        self.select_matching(matchers, start_ms, end_ms)
+            .into_iter()
+            .filter(|s| !s.points.is_empty())
+            .map(|s| s.labels)
+            .collect()
+    }
+    /// About how many points [`SampleStore::select_matching`] would return, when the store
+    /// can tell cheaply (see [`fleetmon_promql::Source::estimate_samples`]).
+    fn estimate_samples(
+        &self,
+        matchers: &[fleetmon_tsdb::Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Option<u64> {
+        let _ = (matchers, start_ms, end_ms);
+        None
+    }
+    /// Rollup resolutions [`SampleStore::select_rollups`] may answer with rows (none by
+    /// default).
+    fn rollup_resolutions(&self) -> Vec<i64> {
+        Vec::new()
+    }
+    /// [`SampleStore::select_matching`] with exact rollup rows where the store has them (see
+    /// [`fleetmon_promql::Source::select_rollups`]); by default everything raw.
+    fn select_rollups(
+        &self,
+        matchers: &[fleetmon_tsdb::Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        resolution: i64,
+        raw_ranges: &[(i64, i64)],
+    ) -> Vec<fleetmon_tsdb::SeriesRollups> {
+        let _ = (resolution, raw_ranges);
+        self.select_matching(matchers, start_ms, end_ms)
+            .into_iter()
+            .map(|s| fleetmon_tsdb::SeriesRollups {
+                labels: s.labels,
+                rows: Vec::new(),
+                raw: s.points,
+            })
+            .collect()
+    }
     /// Label names used by the matching series (all with no matchers).
     fn label_names(&self, matchers: &[fleetmon_tsdb::Matcher]) -> Vec<String>;
     /// Values of label `name` among the matching series.
@@ -112,5 +161,27 @@ impl fleetmon_promql::Source for StoreSource {
     }
     fn label_values(&self, name: &str, matchers: &[fleetmon_tsdb::Matcher]) -> Vec<String> {
         self.0.label_values(name, matchers)
+    }
+    fn estimate_samples(
+        &self,
+        matchers: &[fleetmon_tsdb::Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Option<u64> {
+        self.0.estimate_samples(matchers, start_ms, end_ms)
+    }
+    fn rollup_resolutions(&self) -> Vec<i64> {
+        self.0.rollup_resolutions()
+    }
+    fn select_rollups(
+        &self,
+        matchers: &[fleetmon_tsdb::Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        resolution: i64,
+        raw_ranges: &[(i64, i64)],
+    ) -> Vec<fleetmon_tsdb::SeriesRollups> {
+        self.0
+            .select_rollups(matchers, start_ms, end_ms, resolution, raw_ranges)
     }
 }

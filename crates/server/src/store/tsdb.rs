@@ -134,6 +134,30 @@ impl SampleStore for TsdbStore {
         self.db.series(matchers)
     }
 
+    fn series_in_range(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<Labels> {
+        self.db.series_in_range(matchers, start_ms, end_ms)
+    }
+
+    fn estimate_samples(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Option<u64> {
+        Some(self.db.estimate_samples(matchers, start_ms, end_ms))
+    }
+
+    fn rollup_resolutions(&self) -> Vec<i64> {
+        self.db.rollup_resolutions()
+    }
+
+    fn select_rollups(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        resolution: i64,
+        raw_ranges: &[(i64, i64)],
+    ) -> Vec<fleetmon_tsdb::SeriesRollups> {
+        self.db
+            .select_rollups(matchers, start_ms, end_ms, resolution, raw_ranges)
+    }
+
     fn label_names(&self, matchers: &[Matcher]) -> Vec<String> {
         self.db.label_names(matchers)
     }
