@@ -117,13 +117,16 @@ PY
 #    cannot say (samples without both of device and metric; a setup token that is not the
 #    server's; an enrolment token that does not exist; a silence whose end is in the past);
 #  - ignored_auth in open mode: open mode ignores credentials on purpose.
+# The open run leaves out adding accounts and tokens: the first one would end open mode and
+# turn the rest of the run into 401s (both are fuzzed in login mode).
 echo "== open mode (default: loopback, no account)"
 data="$work/open"
 # A CA, so enrolment requests reach the token check instead of "no CA" (404).
 "$bin" ca init --ca-dir "$work/ca" >/dev/null 2>&1
 start_server "$data" --ca-dir "$work/ca"
 seed_data
-fuzz open --exclude-checks positive_data_acceptance,ignored_auth
+fuzz open --exclude-checks positive_data_acceptance,ignored_auth \
+  --exclude-operation-id addUser --exclude-operation-id createToken
 kill "$spid"; wait "$spid" 2>/dev/null || true; spid=
 
 echo "== login mode (--require-login, admin API token)"
