@@ -116,20 +116,7 @@ impl Raw5 {
 
     /// The next packet, or None when the server closed the connection.
     fn recv(&mut self) -> Option<p5::Packet> {
-        loop {
-            match p5::Packet::read(&mut self.buf, None) {
-                Ok(p) => return Some(p),
-                Err(m5::Error::InsufficientBytes(_)) => {}
-                Err(e) => panic!("server sent a malformed MQTT 5 packet: {e}"),
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("no answer from the server: {e}"),
-            }
-        }
+        common::read_packet(&mut self.stream, &mut self.buf, common::v5_packet)
     }
 }
 
@@ -351,21 +338,9 @@ fn connect_v4(
 }
 
 fn read_v4(stream: &mut TcpStream) -> Option<rumqttc::Packet> {
-    let mut buf = BytesMut::new();
-    loop {
-        match rumqttc::Packet::read(&mut buf, 1 << 20) {
-            Ok(p) => return Some(p),
-            Err(rumqttc::Error::InsufficientBytes(_)) => {}
-            Err(e) => panic!("server sent a malformed packet: {e}"),
-        }
-        let mut chunk = [0u8; 1024];
-        match stream.read(&mut chunk) {
-            Ok(0) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-            Err(e) => panic!("no answer from the server: {e}"),
-        }
-    }
+    common::read_packet(stream, &mut BytesMut::new(), |b| {
+        common::v4_packet(b, 1 << 20)
+    })
 }
 
 /// Whether the server closes `stream` (reads EOF) before its read timeout.

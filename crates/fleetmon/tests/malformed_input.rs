@@ -3,24 +3,9 @@
 
 mod common;
 
-use common::{RawClient, free_addr, get, post, start_server};
-use fleetmon_protocol::{Batch, Sample, encode_json, encode_protobuf};
+use common::{RawClient, free_addr, get, one_sample_batch, post, start_server};
+use fleetmon_protocol::{encode_json, encode_protobuf};
 use rumqttc::{Packet, PubAck};
-
-fn batch(device: &str, seq: u64) -> Batch {
-    Batch {
-        device: device.into(),
-        boot_id: "boot".into(),
-        seq,
-        sent_at_ms: 1_700_000_000_000,
-        dropped_before: 0,
-        samples: vec![Sample::new(
-            "cpu_usage_ratio",
-            1_700_000_000_000 + seq as i64,
-            0.5,
-        )],
-    }
-}
 
 #[test]
 fn bad_mqtt_publishes_close_the_connection_without_puback() {
@@ -31,12 +16,12 @@ fn bad_mqtt_publishes_close_the_connection_without_puback() {
     let mut good = RawClient::connect(server.mqtt, "good");
     good.publish(
         "fleetmon/v1/good/telemetry",
-        encode_protobuf(&batch("good", 1)),
+        encode_protobuf(&one_sample_batch("good", 1)),
         1,
     );
     assert_eq!(good.recv(), Some(Packet::PubAck(PubAck::new(1))));
 
-    let mut wrong_crc = encode_protobuf(&batch("bad", 1));
+    let mut wrong_crc = encode_protobuf(&one_sample_batch("bad", 1));
     wrong_crc[5] ^= 0xff;
     let mut garbage_pb = b"FMB\x01".to_vec();
     let body = b"\xff\xff\xff\xff\x0f";
@@ -58,12 +43,12 @@ fn bad_mqtt_publishes_close_the_connection_without_puback() {
         (
             "unknown topic",
             "somewhere/else",
-            encode_json(&batch("bad", 1)),
+            encode_json(&one_sample_batch("bad", 1)),
         ),
         (
             "device differs from topic",
             "fleetmon/v1/other/telemetry",
-            encode_json(&batch("bad", 1)),
+            encode_json(&one_sample_batch("bad", 1)),
         ),
     ];
     for (what, topic, payload) in cases {
@@ -79,7 +64,7 @@ fn bad_mqtt_publishes_close_the_connection_without_puback() {
     // Still serving the good device, on the same connection.
     good.publish(
         "fleetmon/v1/good/telemetry",
-        encode_protobuf(&batch("good", 2)),
+        encode_protobuf(&one_sample_batch("good", 2)),
         2,
     );
     assert_eq!(good.recv(), Some(Packet::PubAck(PubAck::new(2))));
@@ -109,7 +94,7 @@ fn bad_http_bodies_get_4xx_with_a_message() {
     let server = start_server(dir.path(), free_addr(), free_addr(), &[]);
     let url = server.url("/api/v1/ingest");
 
-    let mut wrong_crc = encode_protobuf(&batch("d", 1));
+    let mut wrong_crc = encode_protobuf(&one_sample_batch("d", 1));
     wrong_crc[5] ^= 0xff;
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
         (
@@ -149,10 +134,10 @@ fn bad_http_bodies_get_4xx_with_a_message() {
             "{what}: error {error:?} should mention {message:?}"
         );
     }
-    let (status, json) = post(&url, &encode_json(&batch("d", 1)));
+    let (status, json) = post(&url, &encode_json(&one_sample_batch("d", 1)));
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["status"], "stored");
-    let (status, json) = post(&url, &encode_protobuf(&batch("d", 1)));
+    let (status, json) = post(&url, &encode_protobuf(&one_sample_batch("d", 1)));
     assert_eq!(status, 200);
     assert_eq!(json["status"], "duplicate");
     let (status, json) = get(&server.url("/api/v1/nope"));

@@ -12,24 +12,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{RawClient, ServerProcess, free_addr, get, wait_for};
-use fleetmon_protocol::{Batch, Sample, encode_protobuf};
+use common::{RawClient, ServerProcess, free_addr, get, one_sample_batch, wait_for};
+use fleetmon_protocol::encode_protobuf;
 use rumqttc::{Packet, PubAck};
-
-fn batch(device: &str, seq: u64) -> Batch {
-    Batch {
-        device: device.into(),
-        boot_id: "boot".into(),
-        seq,
-        sent_at_ms: 1_700_000_000_000,
-        dropped_before: 0,
-        samples: vec![Sample::new(
-            "cpu_usage_ratio",
-            1_700_000_000_000 + seq as i64,
-            0.5,
-        )],
-    }
-}
 
 /// `fleetmon server` with its log in `log` (to look for panics afterwards).
 fn start_logged_server(dir: &Path, log: &Path) -> ServerProcess {
@@ -158,12 +143,12 @@ fn malformed_mqtt_closes_only_the_offending_connection() {
     let mut seq = 1;
     good.publish(
         "fleetmon/v1/good/telemetry",
-        encode_protobuf(&batch("good", seq)),
+        encode_protobuf(&one_sample_batch("good", seq)),
         1,
     );
     assert_eq!(good.recv(), Some(Packet::PubAck(PubAck::new(1))));
 
-    let valid = encode_protobuf(&batch("bad", 1));
+    let valid = encode_protobuf(&one_sample_batch("bad", 1));
     let topic = b"fleetmon/v1/bad/telemetry";
     let mut bad_utf8_topic = topic.to_vec();
     bad_utf8_topic[12] = 0xff; // fleetmon/v1/\xffad/telemetry
@@ -341,7 +326,7 @@ fn malformed_mqtt_closes_only_the_offending_connection() {
         let pkid = u16::try_from(seq).expect("few cases");
         good.publish(
             "fleetmon/v1/good/telemetry",
-            encode_protobuf(&batch("good", seq)),
+            encode_protobuf(&one_sample_batch("good", seq)),
             pkid,
         );
         assert_eq!(

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use fleetmon_protocol::SeqSet;
+use fleetmon_protocol::{Batch, Sample, SeqSet};
+use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::{Connect, Packet, Publish, QoS};
 use serde_json::Value;
 
@@ -182,19 +183,64 @@ impl RawClient {
 
     /// The next packet, or None when the server closed the connection.
     pub fn recv(&mut self) -> Option<Packet> {
-        loop {
-            match Packet::read(&mut self.buf, 1 << 24) {
-                Ok(p) => return Some(p),
-                Err(rumqttc::Error::InsufficientBytes(_)) => {}
-                Err(e) => panic!("server sent a malformed packet: {e}"),
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("no answer from the server: {e}"),
-            }
+        read_packet(&mut self.stream, &mut self.buf, |b| v4_packet(b, 1 << 24))
+    }
+}
+
+/// Reads from `stream` into `buf` until `parse` finds a whole packet there (`Ok(None)`: not
+/// yet); None once the server closed the connection (end of stream or reset). A packet the
+/// parser refuses, or a read that fails otherwise, fails the test.
+pub fn read_packet<P>(
+    stream: &mut impl Read,
+    buf: &mut BytesMut,
+    mut parse: impl FnMut(&mut BytesMut) -> Result<Option<P>, String>,
+) -> Option<P> {
+    loop {
+        match parse(buf) {
+            Ok(Some(p)) => return Some(p),
+            Ok(None) => {}
+            Err(e) => panic!("server sent a malformed packet: {e}"),
         }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+            Err(e) => panic!("no answer from the server: {e}"),
+        }
+    }
+}
+
+/// An MQTT 3.1.1 packet of at most `max` bytes at the front of `buf`, for [`read_packet`].
+pub fn v4_packet(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, String> {
+    match Packet::read(buf, max) {
+        Ok(p) => Ok(Some(p)),
+        Err(rumqttc::Error::InsufficientBytes(_)) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// An MQTT 5 packet at the front of `buf`, for [`read_packet`].
+pub fn v5_packet(buf: &mut BytesMut) -> Result<Option<p5::Packet>, String> {
+    match p5::Packet::read(buf, None) {
+        Ok(p) => Ok(Some(p)),
+        Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+        Err(e) => Err(format!("MQTT 5: {e}")),
+    }
+}
+
+/// A batch of one `cpu_usage_ratio` sample, timed by its seq (Nov 2023, a fixed device clock).
+pub fn one_sample_batch(device: &str, seq: u64) -> Batch {
+    Batch {
+        device: device.into(),
+        boot_id: "boot".into(),
+        seq,
+        sent_at_ms: 1_700_000_000_000,
+        dropped_before: 0,
+        samples: vec![Sample::new(
+            "cpu_usage_ratio",
+            1_700_000_000_000 + seq as i64,
+            0.5,
+        )],
     }
 }
