@@ -16,16 +16,14 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::serve::IncomingStream;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
-use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::WebPkiClientVerifier;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::security::Security;
-use crate::security::tls::{Presented, ReloadingCert, provider};
+use crate::security::tls::{self, Presented, ReloadingCert};
 
 /// Longest a client may take over its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,34 +66,17 @@ pub struct HttpsListener {
     local: SocketAddr,
 }
 
-/// The TLS settings: TLS 1.3 and 1.2, HTTP/1.1, a client certificate of `client_ca` asked for
-/// but optional, no session resumption state kept on the server.
+/// The TLS settings: the server's shared ones ([`tls::server_config`]), a client certificate
+/// of `client_ca` asked for but optional, and HTTP/1.1.
 fn server_config(
     cert: Arc<ReloadingCert>,
     client_ca: Option<&std::path::Path>,
 ) -> Result<Arc<rustls::ServerConfig>, io::Error> {
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(io::Error::other)?;
-    let builder = match client_ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(ca).map_err(io::Error::other)? {
-                roots
-                    .add(c.map_err(io::Error::other)?)
-                    .map_err(io::Error::other)?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .allow_unauthenticated()
-                .build()
-                .map_err(io::Error::other)?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
+    let verifier = match client_ca {
+        Some(ca) => tls::client_verifier(ca, true).map_err(io::Error::other)?,
+        None => WebPkiClientVerifier::no_client_auth(),
     };
-    let mut config = builder.with_cert_resolver(cert as Arc<dyn ResolvesServerCert>);
-    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    config.send_tls13_tickets = 0;
+    let mut config = tls::server_config(verifier, cert).map_err(io::Error::other)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

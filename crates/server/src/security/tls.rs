@@ -94,6 +94,43 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// A verifier of client certificates that chain to `client_ca`; with `optional`, a client may
+/// also present none.
+pub(crate) fn client_verifier(
+    client_ca: &Path,
+    optional: bool,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in read_certs(client_ca)? {
+        roots.add(c)?;
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let builder = if optional {
+        builder.allow_unauthenticated()
+    } else {
+        builder
+    };
+    builder
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))
+}
+
+/// What every TLS listener of the server shares: TLS 1.3 and 1.2 only, the reloading server
+/// certificate, and no session resumption (every connection proves its certificate again, so
+/// a revoked one cannot get back in by resuming).
+pub(crate) fn server_config(
+    verifier: Arc<dyn ClientCertVerifier>,
+    cert: Arc<ReloadingCert>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(cert as Arc<dyn ResolvesServerCert>);
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
 fn stamp(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
@@ -240,7 +277,6 @@ pub struct Identity {
 
 /// Accepts device connections.
 pub struct DeviceTls {
-    provider: Arc<CryptoProvider>,
     client_verifier: Arc<dyn ClientCertVerifier>,
     cert: Arc<ReloadingCert>,
     security: Arc<Security>,
@@ -253,18 +289,8 @@ impl DeviceTls {
         cert: Arc<ReloadingCert>,
         security: Arc<Security>,
     ) -> Result<Self, TlsError> {
-        let provider = provider();
-        let mut roots = rustls::RootCertStore::empty();
-        for c in read_certs(client_ca)? {
-            roots.add(c)?;
-        }
-        let client_verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-                .build()
-                .map_err(|e| TlsError::Verifier(e.to_string()))?;
         Ok(Self {
-            provider,
-            client_verifier,
+            client_verifier: client_verifier(client_ca, false)?,
             cert,
             security,
         })
@@ -283,13 +309,7 @@ impl DeviceTls {
             security: Arc::clone(&self.security),
             shown,
         });
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::clone(&self.provider))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_client_cert_verifier(verifier)
-            .with_cert_resolver(Arc::clone(&self.cert) as Arc<dyn ResolvesServerCert>);
-        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        config.send_tls13_tickets = 0;
-        Ok(Arc::new(config))
+        Ok(Arc::new(server_config(verifier, Arc::clone(&self.cert))?))
     }
 
     /// The TLS handshake and the device's identity; a refusal is recorded as a security event.
