@@ -41,11 +41,7 @@ impl Journal {
     /// Opens (creating) the journal in `dir` and reads back its newest `keep` events.
     pub fn open(dir: &Path, keep: usize) -> io::Result<(Journal, Recovered)> {
         fs::create_dir_all(dir)?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(dir.join(CURRENT))?;
+        let mut file = open_current(dir)?;
         let size = cut_torn_tail(&mut file)?;
         let mut recovered = Recovered::default();
         for name in [PREVIOUS, CURRENT] {
@@ -77,15 +73,20 @@ impl Journal {
 
     fn rotate(&mut self) -> io::Result<()> {
         fs::rename(self.dir.join(CURRENT), self.dir.join(PREVIOUS))?;
-        self.file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(self.dir.join(CURRENT))?;
+        self.file = open_current(&self.dir)?;
         File::open(&self.dir)?.sync_all()?;
         self.size = 0;
         Ok(())
     }
+}
+
+/// The journal file events are appended to (made when missing).
+fn open_current(dir: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(dir.join(CURRENT))
 }
 
 /// The JSON line of an event.
