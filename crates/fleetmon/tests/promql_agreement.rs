@@ -546,7 +546,8 @@ fn promql_agrees_with_prometheus() {
     let end = (now / 60_000 - 2) * 60_000;
     let t0 = end - SPAN_MS;
     let data = dataset(t0);
-    let dir = tempfile::tempdir().unwrap();
+    // On the build's disk, not a RAM-backed /tmp: promtool preallocates 512 MiB chunk files.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let at_a = (t0 + 30 * 60_000) as f64 / 1000.0;
     let at_b = (t0 + 45 * 60_000 + 7_000) as f64 / 1000.0;
     // Inside mem_bytes's gap for d3 (20 to 30 min) by more than the lookback.
