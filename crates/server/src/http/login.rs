@@ -215,7 +215,9 @@ pub async fn setup(
             let s = src.map_or_else(|| "unknown".to_owned(), |s| s.to_string());
             let r = worker.setup(&req.token, &req.user, &req.password, req.totp, &s);
             if matches!(r, Err(SetupError::BadToken)) {
-                worker.throttle.failed(src.map(|s| s.ip()), "setup", now);
+                worker
+                    .throttle
+                    .failed(src.map(|s| s.ip()), "setup", worker.now_ms());
             }
             r
         })

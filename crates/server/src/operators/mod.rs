@@ -248,8 +248,14 @@ impl Operators {
         };
         if let Some(reason) = failure {
             self.record(name, &src, "login", "failed", reason);
-            let was_locked = self.throttle.check(ip, name, now).is_err_and(|t| t.locked);
-            if let Some(t) = self.throttle.failed(ip, name, now)
+            // The backoff runs from the refusal, not from the request: hashing may take a
+            // while on a busy server, and the wait must still be felt by the next attempt.
+            let refused = self.now_ms();
+            let was_locked = self
+                .throttle
+                .check(ip, name, refused)
+                .is_err_and(|t| t.locked);
+            if let Some(t) = self.throttle.failed(ip, name, refused)
                 && t.locked
                 && !was_locked
             {
