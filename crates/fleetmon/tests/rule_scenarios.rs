@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use common::RawClient;
 use fleetmon_protocol::{Batch, Topic, encode_protobuf};
 use fleetmon_server::clock::ManualClock;
-use fleetmon_server::fleet::derived::PortBaselines;
+use fleetmon_server::fleet::derived::Derivation;
 use fleetmon_server::security::events::Kind;
 use fleetmon_server::{Server, ServerConfig, write_derived};
 use fleetmon_sim::generator::Generator;
@@ -172,7 +172,7 @@ struct Harness {
     rt: tokio::runtime::Runtime,
     server: Option<Server>,
     clock: ManualClock,
-    ports: PortBaselines,
+    derivation: Derivation,
     engine: fleetmon_promql::Engine,
     agents: Vec<ureq::Agent>,
     ingest_url: String,
@@ -214,7 +214,7 @@ impl Harness {
             rt,
             server: Some(server),
             clock,
-            ports: PortBaselines::default(),
+            derivation: Derivation::default(),
             engine,
             agents,
             ingest_url,
@@ -260,7 +260,7 @@ impl Harness {
         let now = self.clock_now();
         let server = self.server.as_ref().expect("the server is running");
         let state = server.state();
-        write_derived(state, &mut self.ports, forecasts, now).expect("derived series stored");
+        write_derived(state, &mut self.derivation, forecasts, now).expect("derived series stored");
         let report = server.alerting().cycle(&self.engine, &state.store, now);
         assert_eq!(report.rule_errors, 0, "rule evaluation failed at {now}");
         alerts(&server.alerting().alerts_json(now))

@@ -26,6 +26,7 @@
 //! it. Tests drive a real server over real sockets on ephemeral ports.
 
 pub mod alerting;
+pub mod background;
 pub mod clock;
 pub mod fleet;
 pub mod http;
@@ -479,14 +480,26 @@ impl Server {
             }
         });
         tasks.spawn(sweep_availability(Arc::clone(&state), shutdown.subscribe()));
-        tasks.spawn(maintain_store(Arc::clone(&state), shutdown.subscribe()));
+        // Two threads: a long compaction does not hold up rule evaluation.
+        let passes = Arc::new(background::Workers::start(
+            "fleetmon-passes",
+            2,
+            background::PASSES_NICE,
+        ));
+        tasks.spawn(maintain_store(
+            Arc::clone(&state),
+            Arc::clone(&passes),
+            shutdown.subscribe(),
+        ));
         tasks.spawn(evaluate_rules(
             Arc::clone(&state),
             Arc::clone(&alerting),
+            Arc::clone(&passes),
             shutdown.subscribe(),
         ));
         tasks.spawn(derive_series(
             Arc::clone(&state),
+            passes,
             config.derive_interval,
             config.forecast_interval,
             shutdown.subscribe(),
@@ -583,10 +596,12 @@ impl Server {
     }
 }
 
-/// Every alerting tick, off the runtime: due rule groups evaluated, notifications flushed.
+/// Every alerting tick, on the passes' threads: due rule groups evaluated, notifications
+/// flushed.
 async fn evaluate_rules(
     state: Arc<State>,
     alerting: Arc<alerting::Alerting>,
+    passes: Arc<background::Workers>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(alerting.tick().max(Duration::from_millis(100)));
@@ -597,12 +612,11 @@ async fn evaluate_rules(
             _ = shutdown.changed() => return,
             _ = tick.tick() => {
                 let (st, al, engine) = (Arc::clone(&state), Arc::clone(&alerting), engine.clone());
-                let done = tokio::task::spawn_blocking(move || {
-                    al.cycle(&engine, &st.store, st.now_ms())
-                })
-                .await;
-                if let Err(e) = done {
-                    tracing::error!(error = %e, "alert evaluation panicked");
+                let done = passes
+                    .run(move || al.cycle(&engine, &st.store, st.now_ms()))
+                    .await;
+                if done.is_none() {
+                    tracing::error!("alert evaluation panicked");
                 }
             }
         }
@@ -627,13 +641,14 @@ async fn sweep_availability(state: Arc<State>, mut shutdown: watch::Receiver<boo
 /// the forecasts too (they read hours of history, so off the runtime and less often).
 async fn derive_series(
     state: Arc<State>,
+    passes: Arc<background::Workers>,
     every: Duration,
     forecast_every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ports = fleet::derived::PortBaselines::default();
+    let mut derivation = fleet::derived::Derivation::default();
     let forecast_ms = i64::try_from(forecast_every.as_millis()).unwrap_or(i64::MAX);
     let mut last_forecast: Option<i64> = None;
     loop {
@@ -646,32 +661,37 @@ async fn derive_series(
                     last_forecast = Some(now);
                 }
                 let st = Arc::clone(&state);
-                let mut p = std::mem::take(&mut ports);
-                let done = tokio::task::spawn_blocking(move || {
-                    let r = write_derived(&st, &mut p, due, now);
-                    (r, p)
-                })
-                .await;
+                let mut taken = std::mem::take(&mut derivation);
+                let done = passes
+                    .run(move || {
+                        let r = write_derived(&st, &mut taken, due, now);
+                        (r, taken)
+                    })
+                    .await;
                 match done {
-                    Ok((r, p)) => {
-                        ports = p;
+                    Some((r, kept)) => {
+                        derivation = kept;
                         if let Err(e) = r {
                             tracing::error!(error = %e, "writing derived series failed");
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "deriving series panicked"),
+                    None => tracing::error!("deriving series panicked"),
                 }
             }
         }
     }
 }
 
+/// Devices derived under one hold of the registry's read lock: ingest and sessions, which
+/// change the registry, wait at most one slice, not a whole pass over a large fleet.
+const DERIVE_SLICE: usize = 1_000;
+
 /// Writes the derived series of every device at `now_ms` into the store (and the forecasts
 /// when `forecasts`). What the server's task does every `derive_interval`; tests with their
 /// own clock call it directly.
 pub fn write_derived(
     state: &State,
-    ports: &mut fleet::derived::PortBaselines,
+    derivation: &mut fleet::derived::Derivation,
     forecasts: bool,
     now_ms: i64,
 ) -> Result<(), StoreError> {
@@ -679,31 +699,54 @@ pub fn write_derived(
         offline_after_ms: state.offline_after_ms,
         missing_grace_ms: state.missing_grace_ms,
     };
-    let (samples, targets) = {
+    let store = state.store.as_ref();
+    let policy = state.firmware_policy.as_ref();
+    let limits = &state.thresholds.limits;
+    let ids: Vec<String> = state.registry().iter().map(|(id, _)| id.clone()).collect();
+    let mut values = Vec::new();
+    for slice in ids.chunks(DERIVE_SLICE) {
+        values.clear();
+        {
+            let registry = state.registry();
+            for id in slice {
+                if let Some(d) = registry.get(id) {
+                    derivation.device_values(
+                        id,
+                        d,
+                        settings,
+                        policy,
+                        limits,
+                        store,
+                        now_ms,
+                        &mut values,
+                    )?;
+                }
+            }
+        }
+        store.append_refs(&values)?;
+    }
+    values.clear();
+    let targets = {
         let registry = state.registry();
-        let samples = fleet::derived::snapshot(
-            &registry,
-            settings,
-            state.firmware_policy.as_ref(),
-            &state.thresholds.limits,
-            ports,
-            now_ms,
-        );
-        let targets = forecasts.then(|| fleet::derived::forecast_targets(&registry));
-        (samples, targets)
+        derivation.peer_values(&registry, settings, store, now_ms, &mut values)?;
+        forecasts.then(|| fleet::derived::forecast_targets(&registry))
     };
-    let mut samples = samples;
-    samples.extend(state.security.events.series(now_ms));
-    state.store.append(&samples)?;
+    store.append_refs(&values)?;
+    store.append(&state.security.events.series(now_ms))?;
     if let Some(targets) = targets {
-        let forecasts = fleet::derived::forecasts(&targets, state.store.as_ref(), now_ms);
-        state.store.append(&forecasts)?;
+        let forecasts = fleet::derived::forecasts(&targets, store, now_ms);
+        store.append(&forecasts)?;
     }
     Ok(())
 }
 
-/// Once a minute, the store's housekeeping (flush, compaction, retention), off the runtime.
-async fn maintain_store(state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
+/// Once a minute, the store's housekeeping (flush, compaction, retention), on the passes'
+/// threads.
+async fn maintain_store(
+    state: Arc<State>,
+    passes: Arc<background::Workers>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.tick().await;
     loop {
@@ -711,15 +754,16 @@ async fn maintain_store(state: Arc<State>, mut shutdown: watch::Receiver<bool>) 
             _ = shutdown.changed() => return,
             _ = tick.tick() => {
                 let st = Arc::clone(&state);
-                let done = tokio::task::spawn_blocking(move || {
-                    let now = st.now_ms();
-                    st.store.maintain(now)
-                })
-                .await;
+                let done = passes
+                    .run(move || {
+                        let now = st.now_ms();
+                        st.store.maintain(now)
+                    })
+                    .await;
                 match done {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "store housekeeping failed"),
-                    Err(e) => tracing::error!(error = %e, "store housekeeping panicked"),
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => tracing::error!(error = %e, "store housekeeping failed"),
+                    None => tracing::error!("store housekeeping panicked"),
                 }
             }
         }

@@ -7,11 +7,11 @@
 //! Memory is bounded: at most `max_series` detectors (a fixed-size state each); series beyond
 //! that are not scored and counted in [`Scorer::refused`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use fleetmon_anomaly::{Detector, PeerDetector};
 
-use super::Registry;
+use super::{Device, Registry};
 use crate::store::{Point, SeriesKey};
 
 /// Metrics scored by default: the ones whose odd behaviour means trouble on a device.
@@ -108,26 +108,22 @@ impl Scorer {
 type PeerGroup<'a> = (Option<&'a str>, Option<&'a str>);
 
 /// Peer scores at `now_ms` of every device with a `model` or `site` and a latest value of a
-/// peer metric (the highest over its series, e.g. the hottest sensor), keyed by the device's
-/// derived-series labels.
-pub fn peer_scores(
-    registry: &Registry,
-    labels_of: impl Fn(&str) -> Option<BTreeMap<String, String>>,
+/// peer metric (the highest over its series, e.g. the hottest sensor), each handed to `put`
+/// as (device id, device, metric, score).
+pub fn peer_scores<'r>(
+    registry: &'r Registry,
     now_ms: i64,
     stale_after_ms: i64,
-) -> Vec<(SeriesKey, Point)> {
+    put: &mut dyn FnMut(&'r str, &'r Device, &'static str, f64),
+) {
     let detector = PeerDetector::default();
-    let mut out = Vec::new();
     for metric in PEER_METRICS {
         let mut groups: HashMap<PeerGroup<'_>, Vec<(&str, f64)>> = HashMap::new();
         for (id, d) in registry.iter() {
             let latest = d
-                .last_values
-                .iter()
-                .filter(|((m, _), (ts, v))| {
-                    m == metric && now_ms - ts <= stale_after_ms && v.is_finite()
-                })
-                .map(|(_, &(_, v))| v)
+                .values_of(metric)
+                .filter(|&(_, ts, v)| now_ms - ts <= stale_after_ms && v.is_finite())
+                .map(|(_, _, v)| v)
                 .reduce(f64::max);
             let group = (
                 d.tag_or_info("model"),
@@ -139,28 +135,18 @@ pub fn peer_scores(
         }
         for members in groups.values() {
             for s in detector.score(members) {
-                let Some(mut labels) = labels_of(s.device) else {
-                    continue;
-                };
-                labels.insert("metric".to_owned(), metric.to_owned());
-                out.push((
-                    SeriesKey {
-                        metric: "anomaly_peer_score".to_owned(),
-                        labels,
-                    },
-                    Point {
-                        ts_ms: now_ms,
-                        value: s.score,
-                    },
-                ));
+                if let Some((id, d)) = registry.get_key_value(s.device) {
+                    put(id, d, metric, s.score);
+                }
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn key(device: &str, metric: &str) -> SeriesKey {
@@ -234,17 +220,24 @@ mod tests {
             d.last_values
                 .insert(("temperature_celsius".into(), BTreeMap::new()), (1_000, v));
         }
-        let labels = |id: &str| Some(BTreeMap::from([("device".to_owned(), id.to_owned())]));
-        let out = peer_scores(&reg, labels, 2_000, 60_000);
+        let scores = |now_ms| {
+            let mut out = Vec::new();
+            peer_scores(&reg, now_ms, 60_000, &mut |id, _, metric, score| {
+                out.push((id.to_owned(), metric, score));
+            });
+            out
+        };
+        let out = scores(2_000);
         let score = |id: &str| {
             out.iter()
-                .find(|(k, _)| k.labels["device"] == id)
-                .map(|(_, p)| p.value)
+                .find(|(d, _, _)| d == id)
+                .map(|(_, _, s)| *s)
                 .unwrap()
         };
         assert!(score("d7") > 0.5, "{}", score("d7"));
         assert!(score("d3") < 0.5, "{}", score("d3"));
+        assert!(out.iter().all(|(_, m, _)| *m == "temperature_celsius"));
         // Stale values are left out.
-        assert!(peer_scores(&reg, labels, 1_000_000, 60_000).is_empty());
+        assert!(scores(1_000_000).is_empty());
     }
 }

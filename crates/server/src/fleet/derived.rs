@@ -12,9 +12,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::energy;
 use super::firmware::{Finding, Policy};
+use super::series_refs::SeriesRefs;
 use super::trend;
 use super::{Device, Registry, Status};
-use crate::store::{Point, SampleStore, SeriesKey};
+use crate::store::{Point, SampleStore, SeriesKey, SeriesRef, StoreError};
 
 /// Tags copied onto derived series as labels.
 pub const LABEL_TAGS: [&str; 4] = ["site", "group", "model", "gateway"];
@@ -98,7 +99,7 @@ impl PortBaselines {
 }
 
 /// The labels every derived series of device `id` carries: `device` and its label tags.
-fn device_labels(id: &str, d: &Device) -> BTreeMap<String, String> {
+pub(crate) fn device_labels(id: &str, d: &Device) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([("device".to_owned(), id.to_owned())]);
     for tag in LABEL_TAGS {
         if let Some(v) = d.tags.get(tag) {
@@ -108,99 +109,157 @@ fn device_labels(id: &str, d: &Device) -> BTreeMap<String, String> {
     labels
 }
 
-fn key(metric: &str, id: &str, d: &Device, extra: &[(&str, &str)]) -> SeriesKey {
-    let mut labels = device_labels(id, d);
-    for (k, v) in extra {
-        labels.insert((*k).to_owned(), (*v).to_owned());
-    }
-    SeriesKey {
-        metric: metric.to_owned(),
-        labels,
-    }
-}
+/// Where [`derive_device`] hands each value: (metric, labels beyond the device's own, value).
+pub type Put<'p> = dyn FnMut(&'static str, &[(&'static str, &str)], f64) + 'p;
 
-/// The fast-changing derived series of every device at `now_ms`.
-pub fn snapshot(
-    registry: &Registry,
+/// The fast-changing derived values of device `id` at `now_ms`, each handed to `put`.
+#[allow(clippy::too_many_arguments)]
+pub fn derive_device(
+    id: &str,
+    d: &Device,
     settings: Settings,
     policy: Option<&Policy>,
     limits: &super::limits::Limits,
     ports: &mut PortBaselines,
     now_ms: i64,
-) -> Vec<(SeriesKey, Point)> {
-    let mut out = Vec::with_capacity(registry.len() * 12);
-    for (id, d) in registry.iter() {
-        let mut put = |metric: &str, extra: &[(&str, &str)], value: f64| {
-            out.push((
-                key(metric, id, d, extra),
-                Point {
-                    ts_ms: now_ms,
-                    value,
-                },
-            ));
-        };
-        let up = d.status(now_ms, settings.offline_after_ms) == Status::Online;
-        put("device_up", &[], f64::from(u8::from(up)));
-        if d.last_seen_ms > 0 {
-            put(
-                "device_last_seen_timestamp_seconds",
-                &[],
-                d.last_seen_ms as f64 / 1000.0,
-            );
-        }
-        let c = d.integrity.counts(now_ms, settings.missing_grace_ms);
-        for (name, n) in [
-            ("ingest_batches_received_total", c.received),
-            ("ingest_batches_duplicate_total", c.duplicate),
-            ("ingest_batches_missing_total", c.missing),
-            ("ingest_batches_out_of_order_total", c.out_of_order),
-            ("ingest_batches_late_total", c.late),
-            ("ingest_batches_corrupt_total", c.corrupt),
-            ("ingest_batches_device_dropped_total", c.device_dropped),
-        ] {
-            put(name, &[], n as f64);
-        }
-        if let Some(ms) = d.timing.latency_ms() {
-            put("ingest_data_latency_seconds", &[], ms as f64 / 1000.0);
-        }
-        if let Some(ms) = d.timing.skew_ms() {
-            put("device_clock_skew_seconds", &[], ms as f64 / 1000.0);
-        }
-        if let (Some(policy), Some(firmware)) = (policy, d.info("firmware")) {
-            let findings = policy.check(d.tag_or_info("model"), firmware);
-            let mut below = false;
-            for f in &findings {
-                match f {
-                    Finding::Vulnerable { advisory, .. } => {
-                        put("firmware_vulnerable", &[("advisory", advisory)], 1.0);
-                    }
-                    Finding::BelowMinimum { .. } => below = true,
-                }
-            }
-            put("firmware_below_policy", &[], f64::from(u8::from(below)));
-        }
-        if let Some(t) = limits.temperature(d) {
-            put("temperature_limit_celsius", &[], t.critical_c);
-        }
-        for (interface, direction, _, used) in super::health::link_utilization(d, limits) {
-            put(
-                "network_utilization_ratio",
-                &[("interface", interface), ("direction", direction.as_str())],
-                used,
-            );
-        }
-        if let Some(n) = ports.new_ports(id, d, now_ms) {
-            put("listening_ports_new", &[], n as f64);
-        }
+    put: &mut Put<'_>,
+) {
+    let up = d.status(now_ms, settings.offline_after_ms) == Status::Online;
+    put("device_up", &[], f64::from(u8::from(up)));
+    if d.last_seen_ms > 0 {
+        put(
+            "device_last_seen_timestamp_seconds",
+            &[],
+            d.last_seen_ms as f64 / 1000.0,
+        );
     }
-    let labels_of = |id: &str| registry.get(id).map(|d| device_labels(id, d));
-    out.extend(super::anomaly::peer_scores(
-        registry,
-        labels_of,
-        now_ms,
-        settings.offline_after_ms,
-    ));
-    out
+    let c = d.integrity.counts(now_ms, settings.missing_grace_ms);
+    for (name, n) in [
+        ("ingest_batches_received_total", c.received),
+        ("ingest_batches_duplicate_total", c.duplicate),
+        ("ingest_batches_missing_total", c.missing),
+        ("ingest_batches_out_of_order_total", c.out_of_order),
+        ("ingest_batches_late_total", c.late),
+        ("ingest_batches_corrupt_total", c.corrupt),
+        ("ingest_batches_device_dropped_total", c.device_dropped),
+    ] {
+        put(name, &[], n as f64);
+    }
+    if let Some(ms) = d.timing.latency_ms() {
+        put("ingest_data_latency_seconds", &[], ms as f64 / 1000.0);
+    }
+    if let Some(ms) = d.timing.skew_ms() {
+        put("device_clock_skew_seconds", &[], ms as f64 / 1000.0);
+    }
+    if let (Some(policy), Some(firmware)) = (policy, d.info("firmware")) {
+        let findings = policy.check(d.tag_or_info("model"), firmware);
+        let mut below = false;
+        for f in &findings {
+            match f {
+                Finding::Vulnerable { advisory, .. } => {
+                    put("firmware_vulnerable", &[("advisory", advisory)], 1.0);
+                }
+                Finding::BelowMinimum { .. } => below = true,
+            }
+        }
+        put("firmware_below_policy", &[], f64::from(u8::from(below)));
+    }
+    if let Some(t) = limits.temperature(d) {
+        put("temperature_limit_celsius", &[], t.critical_c);
+    }
+    for (interface, direction, _, used) in super::health::link_utilization(d, limits) {
+        put(
+            "network_utilization_ratio",
+            &[("interface", interface), ("direction", direction.as_str())],
+            used,
+        );
+    }
+    if let Some(n) = ports.new_ports(id, d, now_ms) {
+        put("listening_ports_new", &[], n as f64);
+    }
+}
+
+/// What the derivation keeps from one pass to the next: the listening ports learnt, and each
+/// device's derived series resolved in the store.
+#[derive(Debug, Default)]
+pub struct Derivation {
+    pub ports: PortBaselines,
+    series: SeriesRefs,
+}
+
+impl Derivation {
+    /// Appends to `out` the derived values of device `id` at `now_ms` (see [`derive_device`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn device_values(
+        &mut self,
+        id: &str,
+        d: &Device,
+        settings: Settings,
+        policy: Option<&Policy>,
+        limits: &super::limits::Limits,
+        store: &dyn SampleStore,
+        now_ms: i64,
+        out: &mut Vec<(SeriesRef, Point)>,
+    ) -> Result<(), StoreError> {
+        let refs = self.series.device(id, d);
+        let mut failed = None;
+        derive_device(
+            id,
+            d,
+            settings,
+            policy,
+            limits,
+            &mut self.ports,
+            now_ms,
+            &mut |metric, extra, value| match refs.series(store, metric, extra) {
+                Ok(series) => out.push((
+                    series,
+                    Point {
+                        ts_ms: now_ms,
+                        value,
+                    },
+                )),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            },
+        );
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Appends to `out` the peer anomaly scores of every device at `now_ms`.
+    pub fn peer_values(
+        &mut self,
+        registry: &Registry,
+        settings: Settings,
+        store: &dyn SampleStore,
+        now_ms: i64,
+        out: &mut Vec<(SeriesRef, Point)>,
+    ) -> Result<(), StoreError> {
+        let mut failed = None;
+        super::anomaly::peer_scores(
+            registry,
+            now_ms,
+            settings.offline_after_ms,
+            &mut |id, d, metric, score| match self.series.device(id, d).series(
+                store,
+                "anomaly_peer_score",
+                &[("metric", metric)],
+            ) {
+                Ok(series) => out.push((
+                    series,
+                    Point {
+                        ts_ms: now_ms,
+                        value: score,
+                    },
+                )),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            },
+        );
+        failed.map_or(Ok(()), Err)
+    }
 }
 
 /// A device a forecast is made for, taken from the registry so the store is read without
@@ -357,6 +416,57 @@ pub fn disk_forecasts(store: &dyn SampleStore, device: &str, now_ms: i64) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(metric: &str, id: &str, d: &Device, extra: &[(&str, &str)]) -> SeriesKey {
+        let mut labels = device_labels(id, d);
+        for (k, v) in extra {
+            labels.insert((*k).to_owned(), (*v).to_owned());
+        }
+        SeriesKey {
+            metric: metric.to_owned(),
+            labels,
+        }
+    }
+
+    /// Every device's derived values and the peer scores, as series keys.
+    fn snapshot(
+        registry: &Registry,
+        settings: Settings,
+        policy: Option<&Policy>,
+        limits: &super::super::limits::Limits,
+        ports: &mut PortBaselines,
+        now_ms: i64,
+    ) -> Vec<(SeriesKey, Point)> {
+        let mut out = Vec::new();
+        let point = |value| Point {
+            ts_ms: now_ms,
+            value,
+        };
+        for (id, d) in registry.iter() {
+            derive_device(
+                id,
+                d,
+                settings,
+                policy,
+                limits,
+                ports,
+                now_ms,
+                &mut |metric, extra, value| out.push((key(metric, id, d, extra), point(value))),
+            );
+        }
+        super::super::anomaly::peer_scores(
+            registry,
+            now_ms,
+            settings.offline_after_ms,
+            &mut |id, d, metric, score| {
+                out.push((
+                    key("anomaly_peer_score", id, d, &[("metric", metric)]),
+                    point(score),
+                ));
+            },
+        );
+        out
+    }
     use crate::fleet::BatchSummary;
     use crate::fleet::Transport;
 

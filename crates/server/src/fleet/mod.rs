@@ -14,6 +14,7 @@
 //! - [`trend`]: robust line fits for forecasts.
 //! - [`anomaly`]: anomaly scores of incoming samples and of devices against their peers.
 //! - [`derived`]: the series derived from all of the above, written into the store.
+//! - [`series_refs`]: each device's derived series, resolved in the store once.
 //!
 //! The registry is rebuilt from the WAL on start (batches and integrity events); connection
 //! state starts empty, so every device starts offline.
@@ -27,6 +28,7 @@ pub mod health;
 pub mod integrity;
 pub mod limits;
 pub mod link;
+pub mod series_refs;
 pub mod tags;
 pub mod timing;
 pub mod trend;
@@ -260,11 +262,9 @@ impl Device {
     /// The value of label `name` on the device's newest `device_info` sample (a firmware
     /// update makes a new series; the newest tells the current version).
     pub fn info(&self, name: &str) -> Option<&str> {
-        self.last_values
-            .iter()
-            .filter(|((m, _), _)| m == "device_info")
-            .max_by_key(|(_, (ts, _))| *ts)
-            .and_then(|((_, labels), _)| labels.get(name))
+        self.values_of("device_info")
+            .max_by_key(|(_, ts, _)| *ts)
+            .and_then(|(labels, _, _)| labels.get(name))
             .map(String::as_str)
     }
 
@@ -327,6 +327,11 @@ pub struct Registry {
 impl Registry {
     pub fn get(&self, id: &str) -> Option<&Device> {
         self.devices.get(id)
+    }
+
+    /// The device `id` with its id as the registry holds it.
+    pub fn get_key_value(&self, id: &str) -> Option<(&String, &Device)> {
+        self.devices.get_key_value(id)
     }
 
     /// The device to change (made when new, with the tags file's tags); its generation is

@@ -166,7 +166,7 @@ impl Operators {
             audit: AuditLog::new(data_dir),
             config,
             hashing: tokio::sync::Semaphore::new(max_concurrent_hashes()),
-            hasher: hashing::Hashing::start(max_concurrent_hashes()),
+            hasher: hashing::start(max_concurrent_hashes()),
             clock,
             setup_token: Mutex::new(None),
             totp_last: Mutex::default(),

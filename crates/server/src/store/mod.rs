@@ -17,6 +17,11 @@ pub struct SeriesKey {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A series the store resolved once ([`SampleStore::resolve`]), appended to by reference
+/// after ([`SampleStore::append_refs`]) without building and hashing its labels each time.
+/// Stable for the life of the store, across restarts.
+pub type SeriesRef = fleetmon_tsdb::SeriesId;
+
 /// One stored point.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Point {
@@ -68,6 +73,10 @@ pub enum StoreError {
 pub trait SampleStore: Send + Sync {
     /// Stores `samples` durably: returns only once they are on disk. On error none is stored.
     fn append(&self, samples: &[(SeriesKey, Point)]) -> Result<Appended, StoreError>;
+    /// The reference of series `key`, creating it if new (it has no samples until appended).
+    fn resolve(&self, key: &SeriesKey) -> Result<SeriesRef, StoreError>;
+    /// As [`SampleStore::append`], with series resolved before.
+    fn append_refs(&self, samples: &[(SeriesRef, Point)]) -> Result<Appended, StoreError>;
     /// Points of every matching series with `start_ms <= ts_ms <= end_ms`.
     fn select(&self, selector: &Selector, start_ms: i64, end_ms: i64) -> Vec<SeriesData>;
     /// The newest point of every matching series.

@@ -6,7 +6,8 @@ use std::path::Path;
 use fleetmon_tsdb::{Db, Labels, Matcher, Options, Sample};
 
 use super::{
-    Appended, Point, SampleStore, Selector, SeriesData, SeriesKey, StoreError, StoreStats,
+    Appended, Point, SampleStore, Selector, SeriesData, SeriesKey, SeriesRef, StoreError,
+    StoreStats,
 };
 
 pub struct TsdbStore {
@@ -66,6 +67,22 @@ impl SampleStore for TsdbStore {
             })
             .collect();
         let report = self.db.append(&batch, None)?;
+        Ok(Appended {
+            stored: report.accepted,
+            too_old: report.too_old,
+        })
+    }
+
+    fn resolve(&self, key: &SeriesKey) -> Result<SeriesRef, StoreError> {
+        Ok(self.db.resolve(&labels_of(key)?))
+    }
+
+    fn append_refs(&self, samples: &[(SeriesRef, Point)]) -> Result<Appended, StoreError> {
+        let batch: Vec<(SeriesRef, i64, f64)> = samples
+            .iter()
+            .map(|&(series, p)| (series, p.ts_ms, p.value))
+            .collect();
+        let report = self.db.append_ids(&batch, None)?;
         Ok(Appended {
             stored: report.accepted,
             too_old: report.too_old,
