@@ -15,7 +15,7 @@
 //! durable. Duplicates and rejected payloads are written as small event records, so a device's
 //! integrity counters survive restarts too.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -27,9 +27,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::fleet::{BatchSummary, Transport};
 use crate::state::State;
-use crate::store::{Point, Selector, SeriesKey};
+use crate::store::{Point, Selector, SeriesKey, SeriesRef, StoreError};
 use crate::telemetry::BatchLabels;
 use crate::wal::{RecordKind, Replay, Wal, WalError, WalOptions};
+
+mod series;
+
+use series::SeriesCache;
 
 /// Largest group written with one sync.
 const MAX_GROUP_BATCHES: usize = 1024;
@@ -255,8 +259,7 @@ fn apply(state: &State, batch: &Batch, transport: Transport, received_ms: i64) {
     );
 }
 
-/// A batch's samples as series of the store: the sample's labels, the device's tags (a label
-/// the sample sets wins), and `device`.
+/// A batch's samples as series of the store (see [`series::series_key`]).
 fn labelled_samples(state: &State, batch: &Batch) -> Vec<(SeriesKey, Point)> {
     let registry = state.registry();
     let tags = registry.tags_of(&batch.device);
@@ -264,16 +267,8 @@ fn labelled_samples(state: &State, batch: &Batch) -> Vec<(SeriesKey, Point)> {
         .samples
         .iter()
         .map(|s| {
-            let mut labels: BTreeMap<String, String> = s.labels.clone();
-            for (k, v) in tags.iter() {
-                labels.entry(k.clone()).or_insert_with(|| v.clone());
-            }
-            labels.insert("device".to_owned(), batch.device.clone());
             (
-                SeriesKey {
-                    metric: s.metric.clone(),
-                    labels,
-                },
+                series::series_key(s, &batch.device, &tags),
                 Point {
                     ts_ms: s.ts_ms,
                     value: s.value,
@@ -350,6 +345,7 @@ fn decode_summary(rest: &[u8]) -> Result<BatchSummary, String> {
 
 fn writer_loop(mut wal: Wal, mut rx: mpsc::Receiver<Request>, state: &State) {
     let mut group: Vec<Request> = Vec::new();
+    let mut series = SeriesCache::default();
     while let Some(first) = rx.blocking_recv() {
         let mut bytes = first.record_len();
         group.push(first);
@@ -362,12 +358,12 @@ fn writer_loop(mut wal: Wal, mut rx: mpsc::Receiver<Request>, state: &State) {
                 Err(_) => break,
             }
         }
-        commit_group(&mut wal, &mut group, state);
+        commit_group(&mut wal, &mut group, &mut series, state);
     }
     tracing::debug!("WAL writer stopped");
 }
 
-fn commit_group(wal: &mut Wal, group: &mut Vec<Request>, state: &State) {
+fn commit_group(wal: &mut Wal, group: &mut Vec<Request>, series: &mut SeriesCache, state: &State) {
     // For each request: is it a duplicate batch? (Events are never duplicates.)
     let duplicate: Vec<bool> = {
         let mut in_group: HashSet<(&str, u64)> = HashSet::new();
@@ -384,18 +380,46 @@ fn commit_group(wal: &mut Wal, group: &mut Vec<Request>, state: &State) {
     };
     let t = &state.telemetry;
 
-    // 1. The samples of every new batch, in one durable append.
-    let samples: Vec<(SeriesKey, Point)> = group
-        .iter()
-        .zip(&duplicate)
-        .filter_map(|(r, dup)| match r {
-            Request::Batch { batch, .. } if !dup => Some(labelled_samples(state, batch)),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    // 1. The samples of every new batch, in one durable append. The samples of watched
+    // metrics also as series keys, for the anomaly scorer.
+    let mut samples: Vec<(SeriesRef, Point)> = Vec::new();
+    let mut watched: Vec<(SeriesKey, Point)> = Vec::new();
+    let resolved = {
+        let registry = state.registry();
+        let scorer = state.anomaly.lock().unwrap_or_else(|e| e.into_inner());
+        group
+            .iter()
+            .zip(&duplicate)
+            .try_for_each(|(r, dup)| match r {
+                Request::Batch { batch, .. } if !dup => {
+                    let tags = registry.tags_of(&batch.device);
+                    series.resolve(state.store.as_ref(), batch, &tags, &mut samples)?;
+                    watched.extend(
+                        batch
+                            .samples
+                            .iter()
+                            .filter(|s| scorer.watches(&s.metric))
+                            .map(|s| {
+                                (
+                                    series::series_key(s, &batch.device, &tags),
+                                    Point {
+                                        ts_ms: s.ts_ms,
+                                        value: s.value,
+                                    },
+                                )
+                            }),
+                    );
+                    Ok(())
+                }
+                _ => Ok::<(), StoreError>(()),
+            })
+    };
+    if let Err(e) = resolved {
+        fail_group(group, state, &e.to_string());
+        return;
+    }
     if !samples.is_empty() {
-        match state.store.append(&samples) {
+        match state.store.append_refs(&samples) {
             Ok(appended) => {
                 if appended.too_old > 0 {
                     t.samples_too_old.inc_by(appended.too_old as u64);
@@ -411,7 +435,7 @@ fn commit_group(wal: &mut Wal, group: &mut Vec<Request>, state: &State) {
             }
         }
         // Derived, so never a reason to refuse the batches: a failure is logged.
-        let scores = state.anomaly_scores(&samples);
+        let scores = state.anomaly_scores(&watched);
         if !scores.is_empty()
             && let Err(e) = state.store.append(&scores)
         {

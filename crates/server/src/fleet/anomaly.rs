@@ -93,6 +93,11 @@ impl Scorer {
         out
     }
 
+    /// Whether samples of `metric` are scored.
+    pub fn watches(&self, metric: &str) -> bool {
+        self.metrics.contains(metric)
+    }
+
     /// Series being scored.
     pub fn series(&self) -> usize {
         self.detectors.len()
