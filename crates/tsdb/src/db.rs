@@ -72,7 +72,8 @@ pub struct Options {
     pub compact_window_ms: i64,
     /// Retention limits applied by [`Db::maintain`].
     pub retention: Retention,
-    /// [`Db::maintain`] flushes once the WAL is larger than this.
+    /// [`Db::maintain`] flushes once the WAL is larger than this (and the head holds
+    /// [`WAL_FLUSH_MIN_SAMPLES_PER_SERIES`] samples per series).
     pub flush_wal_bytes: u64,
     /// Rollup resolutions written at compaction (ms). Each costs disk: on 10-second data the
     /// 1-minute rollup adds roughly half the raw size, the 1-hour one about 1%.
@@ -88,6 +89,13 @@ pub struct Options {
     /// so slow series do not stay in memory indefinitely. Zero: no age limit.
     pub flush_head_age: Duration,
 }
+
+/// The WAL-size trigger of [`Db::maintain`] waits until the head holds this many samples per
+/// known series on average. With millions of series a WAL of `flush_wal_bytes` covers only a
+/// few samples of each, and flushing it would write blocks of mostly per-series overhead (and a
+/// new segment defining every series) every minute; the background flush's own thresholds
+/// (samples per series, head age) still apply.
+pub const WAL_FLUSH_MIN_SAMPLES_PER_SERIES: u64 = 30;
 
 impl Default for Options {
     fn default() -> Self {
@@ -1384,7 +1392,11 @@ impl Inner {
     }
 
     fn maintain(&self, now: i64) -> Result<(), DbError> {
-        if lock(&self.wal).disk_bytes() > self.options.flush_wal_bytes {
+        let head = self.head_samples.load(Ordering::Relaxed);
+        let series = self.series.load(Ordering::Relaxed);
+        if lock(&self.wal).disk_bytes() > self.options.flush_wal_bytes
+            && head >= WAL_FLUSH_MIN_SAMPLES_PER_SERIES.saturating_mul(series)
+        {
             self.flush(false)?;
         }
         self.compact(now)?;

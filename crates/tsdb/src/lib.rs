@@ -34,7 +34,9 @@ pub mod series;
 pub mod wal;
 
 pub use backend::{Backend, Fault, FaultBackend, FaultOp, FsBackend, MemBackend};
-pub use db::{AppendReport, Db, DbError, Meta, Options, Sample, Stats};
+pub use db::{
+    AppendReport, Db, DbError, Meta, Options, Sample, Stats, WAL_FLUSH_MIN_SAMPLES_PER_SERIES,
+};
 pub use index::SeriesId;
 pub use query::{Agg, LastValue, QueryError, SeriesPoints, SeriesRollups};
 pub use retention::Retention;

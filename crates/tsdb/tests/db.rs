@@ -609,3 +609,37 @@ fn series_in_range_lists_only_series_with_samples_there() {
     assert_eq!(db.estimate_samples(&temp, T0, T0 + 4 * 24 * HOUR), 5);
     assert_eq!(db.estimate_samples(&temp, T0 + 5, T0), 0);
 }
+
+#[test]
+fn a_large_wal_is_flushed_by_maintain_only_once_the_head_is_worth_a_block() {
+    let b = MemBackend::new();
+    let options = Options {
+        flush_wal_bytes: 1,
+        flush_head_samples_per_series: 0,
+        ..Options::default()
+    };
+    let db = open(&b, options);
+    let series: Vec<Labels> = (0..50)
+        .map(|i| labels("temperature_celsius", &format!("d{i}")))
+        .collect();
+    let per_series = fleetmon_tsdb::WAL_FLUSH_MIN_SAMPLES_PER_SERIES as i64;
+    // A few samples of many series: the WAL is over its limit, the head is not worth a block.
+    for l in &series {
+        put(&db, l, &[(T0, 1.0), (T0 + 10_000, 2.0)]);
+    }
+    db.maintain(T0).unwrap();
+    assert_eq!(db.stats().flushes_total, 0);
+    for l in &series {
+        let more: Vec<(i64, f64)> = (2..per_series)
+            .map(|i| (T0 + i * 10_000, i as f64))
+            .collect();
+        put(&db, l, &more);
+    }
+    db.maintain(T0).unwrap();
+    assert_eq!(db.stats().flushes_total, 1);
+    assert!(db.stats().blocks > 0);
+    assert_eq!(
+        points(&db, "temperature_celsius", "d7", T0, T0 + HOUR).len(),
+        per_series as usize
+    );
+}
