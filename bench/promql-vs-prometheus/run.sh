@@ -64,7 +64,9 @@ wait_http() {
 }
 
 log "building (release)"
-cargo build --release -p fleetmon -p fleetmon-tsdb --example fleet_vs_vm >&2
+# Two builds: with `--example`, cargo builds only the named targets, not the server binary.
+cargo build --release -p fleetmon --bin fleetmon >&2
+cargo build --release -p fleetmon-tsdb --example fleet_vs_vm >&2
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
 FLEET="$TARGET/examples/fleet_vs_vm"
 

@@ -39,7 +39,7 @@ pub fn quantile(phi: f64, mut values: Vec<f64>) -> f64 {
 }
 
 /// The output labels of an element's group.
-fn group_key(labels: &LabelSet, modifier: &Option<LabelModifier>) -> LabelSet {
+pub(crate) fn group_key(labels: &LabelSet, modifier: &Option<LabelModifier>) -> LabelSet {
     match modifier {
         None => LabelSet::new(),
         Some(m) => project(labels, m).collect(),
@@ -48,15 +48,28 @@ fn group_key(labels: &LabelSet, modifier: &Option<LabelModifier>) -> LabelSet {
 
 /// `k` of `topk`/`bottomk` samples of a group, best first; NaN ranks last.
 fn top(mut group: Vec<Sample>, k: usize, bottom: bool) -> Vec<Sample> {
-    group.sort_by(|a, b| match (a.v.is_nan(), b.v.is_nan()) {
+    group.sort_by(|a, b| rank(a.v, b.v, bottom));
+    group.truncate(k);
+    group
+}
+
+/// The order of `topk` (`bottom`: `bottomk`) values, best first; NaN ranks last.
+pub(crate) fn rank(a: f64, b: f64, bottom: bool) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
         (true, true) => std::cmp::Ordering::Equal,
         (true, false) => std::cmp::Ordering::Greater,
         (false, true) => std::cmp::Ordering::Less,
-        _ if bottom => a.v.total_cmp(&b.v),
-        _ => b.v.total_cmp(&a.v),
-    });
-    group.truncate(k);
-    group
+        _ if bottom => a.total_cmp(&b),
+        _ => b.total_cmp(&a),
+    }
+}
+
+/// `k` of `topk`/`bottomk` from a parameter value; `None` when it selects nothing.
+pub(crate) fn top_count(k: f64) -> Option<usize> {
+    if k.is_nan() || k < 1.0 {
+        return None;
+    }
+    Some(if k > 1e9 { usize::MAX } else { k as usize })
 }
 
 /// Evaluates an aggregation at `t`.
@@ -77,11 +90,9 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, t: i64) -> Result<Valu
             let Some(p) = param else {
                 return Err(Error::BadData("topk/bottomk need a parameter".into()));
             };
-            let k = ev.scalar(p, t)?;
-            if k.is_nan() || k < 1.0 {
+            let Some(k) = top_count(ev.scalar(p, t)?) else {
                 return Ok(Value::Vector(out));
-            }
-            let k = if k > 1e9 { usize::MAX } else { k as usize };
+            };
             for (_, g) in groups {
                 out.extend(top(g, k, op == T_BOTTOMK));
             }

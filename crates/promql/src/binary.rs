@@ -34,12 +34,12 @@ pub fn apply(op: TokenId, l: f64, r: f64) -> Result<(f64, bool)> {
     })
 }
 
-fn is_comparison(op: TokenId) -> bool {
+pub(crate) fn is_comparison(op: TokenId) -> bool {
     matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
 }
 
 /// Arithmetic drops the metric name; comparisons and set operators keep it.
-fn drops_name(op: TokenId) -> bool {
+pub(crate) fn drops_name(op: TokenId) -> bool {
     matches!(op, T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW)
 }
 
@@ -113,7 +113,7 @@ fn vector_scalar(
     Ok(Value::Vector(out))
 }
 
-fn set_op(op: TokenId, l: Vec<Sample>, r: Vec<Sample>, b: &BinaryExpr) -> Vec<Sample> {
+pub(crate) fn set_op(op: TokenId, l: Vec<Sample>, r: Vec<Sample>, b: &BinaryExpr) -> Vec<Sample> {
     let matching = b.modifier.as_ref().and_then(|m| m.matching.as_ref());
     match op {
         T_LAND | T_LUNLESS => {
@@ -134,7 +134,7 @@ fn set_op(op: TokenId, l: Vec<Sample>, r: Vec<Sample>, b: &BinaryExpr) -> Vec<Sa
     }
 }
 
-fn vector_vector(
+pub(crate) fn vector_vector(
     op: TokenId,
     l: Vec<Sample>,
     r: Vec<Sample>,

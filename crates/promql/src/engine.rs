@@ -1,8 +1,9 @@
-//! [`Engine`]: instant queries at one time and range queries over `start..=end` by `step`,
-//! each evaluated step by step with one [`Evaluator`] (and so one cache and one budget) per
-//! query.
+//! [`Engine`]: instant queries at one time and range queries over `start..=end` by `step`, with
+//! one [`Evaluator`] (and so one cache and one budget) per query. Range queries are evaluated
+//! across all steps at once where `steps` can, step by step elsewhere.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
+use std::rc::Rc;
 
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{self, Expr};
@@ -11,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::eval::{Evaluator, check_unique};
 use crate::limits::Options;
 use crate::source::Source;
+use crate::steps::{Grid, Steps, merge_same_labels};
 use crate::value::{LabelSet, Series, Value};
 
 /// Parses a query; the error message starts with a Prometheus-style `line:column` position.
@@ -130,40 +132,27 @@ impl Engine {
             ));
         }
         let ev = Evaluator::new(source, &self.options, &expr, start_ms, end_ms, step_ms);
-        if let Expr::VectorSelector(vs) = crate::eval::unparen(&expr) {
-            return ev.selector_series(vs, start_ms, end_ms, step_ms);
-        }
-        let mut out: BTreeMap<LabelSet, Vec<(i64, f64)>> = BTreeMap::new();
-        let mut t = start_ms;
-        while t <= end_ms {
-            match ev.eval(&expr, t)? {
-                Value::Vector(v) => {
-                    check_unique(&v)?;
-                    ev.budget.take(v.len(), 0)?;
-                    for s in v {
-                        out.entry(s.labels).or_default().push((t, s.v));
-                    }
-                }
-                Value::Scalar(v) => {
-                    ev.budget.take(1, 0)?;
-                    out.entry(LabelSet::new()).or_default().push((t, v));
-                }
-                other => {
-                    return Err(Error::BadData(format!(
-                        "range query of a {}",
-                        other.type_name()
-                    )));
-                }
+        let grid = Grid::new(start_ms, end_ms, step_ms);
+        match ev.eval_steps(&expr, grid)? {
+            Steps::Scalar(values) => {
+                ev.budget.take(values.len(), 0)?;
+                Ok(vec![Series {
+                    labels: LabelSet::new(),
+                    points: grid.times().zip(values).collect(),
+                }])
             }
-            // At the very end of time the next step does not exist (and must not wrap).
-            let Some(next) = t.checked_add(step_ms) else {
-                break;
-            };
-            t = next;
+            Steps::Vector(series) => {
+                let series = merge_same_labels(series)?;
+                ev.budget
+                    .take(series.iter().map(|s| s.points.len()).sum(), 0)?;
+                Ok(series
+                    .into_iter()
+                    .map(|s| Series {
+                        labels: Rc::try_unwrap(s.labels).unwrap_or_else(|l| LabelSet::clone(&l)),
+                        points: s.points,
+                    })
+                    .collect())
+            }
         }
-        Ok(out
-            .into_iter()
-            .map(|(labels, points)| Series { labels, points })
-            .collect())
     }
 }

@@ -1,6 +1,7 @@
-//! The evaluator: one expression at one evaluation time, the Prometheus way. Range queries call
-//! it once per step; selectors read through a per-query cache so each selector hits the store
-//! about once per query, not once per step.
+//! The evaluator: one expression at one evaluation time, the Prometheus way. Instant queries
+//! use it, and range queries (see `steps`) for the nodes they do not evaluate across all steps
+//! at once; selectors read through a per-query cache so each selector hits the store about
+//! once per query, not once per step.
 //!
 //! Windows follow Prometheus 2.x: an instant selector takes the newest sample in
 //! `[t - lookback, t]`, a range selector the samples in `[t - range, t]` (both ends closed);
@@ -230,8 +231,30 @@ impl<'a> Evaluator<'a> {
         base.saturating_sub(offset_ms(offset))
     }
 
-    /// The selector's series with samples covering `[lo, hi]`, from the cache when it can.
+    /// The selector's series with samples covering `[lo, hi]`, from the cache when it can; a
+    /// read goes on past `hi` as far as later steps and subqueries may ask for.
     fn load(&self, vs: &VectorSelector, lo: i64, hi: i64) -> Result<Rc<Vec<Series>>> {
+        self.load_with(vs, lo, hi, true)
+    }
+
+    /// The selector's series with samples covering `[lo, hi]`, which is all that will be asked
+    /// of it (one read for every step of a range).
+    pub(crate) fn load_span(
+        &self,
+        vs: &VectorSelector,
+        lo: i64,
+        hi: i64,
+    ) -> Result<Rc<Vec<Series>>> {
+        self.load_with(vs, lo, hi, false)
+    }
+
+    fn load_with(
+        &self,
+        vs: &VectorSelector,
+        lo: i64,
+        hi: i64,
+        extend: bool,
+    ) -> Result<Rc<Vec<Series>>> {
         let key = vs as *const VectorSelector as usize;
         let mut cache = self.cache.borrow_mut();
         let previous = match cache.get(&key) {
@@ -239,7 +262,11 @@ impl<'a> Evaluator<'a> {
             Some(c) => Some((c.lo, c.hi, c.series.iter().map(|s| s.points.len()).sum())),
             None => None,
         };
-        let reach = if vs.at.is_some() { 0 } else { self.reach };
+        let reach = if vs.at.is_some() || !extend {
+            0
+        } else {
+            self.reach
+        };
         let (lo, hi, freed) = match previous {
             Some((plo, phi, n)) => (lo.min(plo), hi.max(phi).saturating_add(reach), n),
             None => (lo, hi.saturating_add(reach), 0),
@@ -318,50 +345,6 @@ impl<'a> Evaluator<'a> {
             }
             out.push((s.labels.clone(), pt, pv));
         }
-        Ok(out)
-    }
-
-    /// A range query of a bare selector: per series, its newest sample within the lookback at
-    /// every step, with the labels cloned once per series (not once per step). One load covers
-    /// every step.
-    pub(crate) fn selector_series(
-        &self,
-        vs: &VectorSelector,
-        start: i64,
-        end: i64,
-        step: i64,
-    ) -> Result<Vec<Series>> {
-        let first = self.ref_time(&vs.at, &vs.offset, start);
-        let last = self.ref_time(&vs.at, &vs.offset, end);
-        let series = self.load(
-            vs,
-            first.min(last) - self.options.lookback_ms,
-            first.max(last),
-        )?;
-        let mut out = Vec::new();
-        let mut produced = 0;
-        for s in series.iter() {
-            let mut points = Vec::new();
-            let mut t = start;
-            while t <= end {
-                let rt = self.ref_time(&vs.at, &vs.offset, t);
-                let i = s.points.partition_point(|p| p.0 <= rt);
-                if i > 0 && s.points[i - 1].0 >= rt - self.options.lookback_ms {
-                    points.push((t, s.points[i - 1].1));
-                }
-                t += step;
-            }
-            if !points.is_empty() {
-                produced += points.len();
-                out.push(Series {
-                    labels: s.labels.clone(),
-                    points,
-                });
-            }
-        }
-        self.budget.take(produced, 0)?;
-        self.budget.check_time()?;
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
     }
 

@@ -6,6 +6,8 @@
 //! - [`engine`]: [`Engine`], instant and range queries, and the result checks.
 //! - [`source`]: the [`Source`] trait the engine reads through.
 //! - `eval`: one expression at one time; selectors, `offset`/`@`, lookback, subqueries.
+//! - `steps`: range queries across all their steps at once (sliding windows per series),
+//!   falling back to `eval` step by step for the rest.
 //! - `rollups`: long `*_over_time` windows from the store's rollup rows where they are exact.
 //! - [`functions`]: calls, one file per family; [`aggregate`]: `sum by (...)` and friends;
 //!   [`binary`]: operators and vector matching.
@@ -26,6 +28,7 @@ pub mod nesting;
 pub mod params;
 mod rollups;
 pub mod source;
+mod steps;
 pub mod value;
 
 pub use engine::{Engine, parse};

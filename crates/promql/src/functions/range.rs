@@ -184,6 +184,66 @@ pub fn extreme(values: impl Iterator<Item = f64>, max: bool) -> f64 {
     out
 }
 
+/// The index of a range function's range-vector argument.
+pub(crate) fn range_arg_index(name: &str) -> Option<usize> {
+    match name {
+        "quantile_over_time" => Some(1),
+        "rate" | "increase" | "delta" | "irate" | "idelta" | "deriv" | "predict_linear"
+        | "resets" | "changes" | "avg_over_time" | "min_over_time" | "max_over_time"
+        | "sum_over_time" | "count_over_time" | "last_over_time" | "stddev_over_time"
+        | "stdvar_over_time" | "present_over_time" | "absent_over_time" => Some(0),
+        _ => None,
+    }
+}
+
+/// Every range function but `last_over_time` drops the metric name.
+pub(crate) fn drops_name(name: &str) -> bool {
+    name != "last_over_time"
+}
+
+/// Function `name` of one series' window `p` (samples in `[end - range, end]`), evaluated at
+/// `t`; `scalar_arg` is the φ of `quantile_over_time` or the seconds of `predict_linear`.
+/// `None` when the window gives no value.
+pub(crate) fn window_value(
+    name: &str,
+    p: &[(i64, f64)],
+    range: i64,
+    end: i64,
+    t: i64,
+    scalar_arg: Option<f64>,
+) -> Option<f64> {
+    let vals = || p.iter().map(|x| x.1);
+    match name {
+        "rate" => extrapolated_rate(p, range, end, true, true),
+        "increase" => extrapolated_rate(p, range, end, true, false),
+        "delta" => extrapolated_rate(p, range, end, false, false),
+        "irate" => instant_delta(p, true),
+        "idelta" => instant_delta(p, false),
+        "deriv" => (p.len() >= 2).then(|| linear_regression(p, p[0].0).0),
+        "predict_linear" => (p.len() >= 2).then(|| {
+            let (slope, intercept) = linear_regression(p, t);
+            slope * scalar_arg.unwrap_or(0.0) + intercept
+        }),
+        "resets" => Some(p.windows(2).filter(|x| x[1].1 < x[0].1).count() as f64),
+        "changes" => Some(
+            p.windows(2)
+                .filter(|x| !(x[1].1 == x[0].1 || (x[1].1.is_nan() && x[0].1.is_nan())))
+                .count() as f64,
+        ),
+        "avg_over_time" => Some(incremental_mean(vals())),
+        "min_over_time" => Some(extreme(vals(), false)),
+        "max_over_time" => Some(extreme(vals(), true)),
+        "sum_over_time" => Some(vals().sum()),
+        "count_over_time" => Some(p.len() as f64),
+        "last_over_time" => p.last().map(|x| x.1),
+        "stddev_over_time" => Some(variance(vals()).sqrt()),
+        "stdvar_over_time" => Some(variance(vals())),
+        "present_over_time" => Some(1.0),
+        "quantile_over_time" => Some(quantile(scalar_arg.unwrap_or(f64::NAN), vals().collect())),
+        _ => None,
+    }
+}
+
 /// Evaluates a range-vector function, or `None` when `name` is not one.
 pub(crate) fn call(
     ev: &Evaluator<'_>,
@@ -191,14 +251,8 @@ pub(crate) fn call(
     args: &[&Expr],
     t: i64,
 ) -> Result<Option<Value>> {
-    // The index of the range argument.
-    let arg = match name {
-        "quantile_over_time" => 1,
-        "rate" | "increase" | "delta" | "irate" | "idelta" | "deriv" | "predict_linear"
-        | "resets" | "changes" | "avg_over_time" | "min_over_time" | "max_over_time"
-        | "sum_over_time" | "count_over_time" | "last_over_time" | "stddev_over_time"
-        | "stdvar_over_time" | "present_over_time" | "absent_over_time" => 0,
-        _ => return Ok(None),
+    let Some(arg) = range_arg_index(name) else {
+        return Ok(None);
     };
     let Some(range_arg) = args.get(arg) else {
         return Err(Error::BadData(format!("{name}() needs a range vector")));
@@ -221,7 +275,7 @@ pub(crate) fn call(
         if let Some(resolution) = ev.rollup_resolution(range) {
             let mut out = Vec::new();
             for (mut labels, summary) in ev.window_summaries(&ms.vs, range, resolution, t)? {
-                if name != "last_over_time" {
+                if drops_name(name) {
                     drop_name(&mut labels);
                 }
                 out.push(Sample {
@@ -243,42 +297,9 @@ pub(crate) fn call(
     let (windows, range, end) = windows(ev, range_arg, t)?;
     let mut out = Vec::with_capacity(windows.len());
     for w in windows {
-        let p = &w.points;
-        let vals = || p.iter().map(|x| x.1);
-        let v = match name {
-            "rate" => extrapolated_rate(p, range, end, true, true),
-            "increase" => extrapolated_rate(p, range, end, true, false),
-            "delta" => extrapolated_rate(p, range, end, false, false),
-            "irate" => instant_delta(p, true),
-            "idelta" => instant_delta(p, false),
-            "deriv" => (p.len() >= 2).then(|| linear_regression(p, p[0].0).0),
-            "predict_linear" => (p.len() >= 2).then(|| {
-                let (slope, intercept) = linear_regression(p, t);
-                slope * scalar_arg.unwrap_or(0.0) + intercept
-            }),
-            "resets" => Some(p.windows(2).filter(|x| x[1].1 < x[0].1).count() as f64),
-            "changes" => Some(
-                p.windows(2)
-                    .filter(|x| !(x[1].1 == x[0].1 || (x[1].1.is_nan() && x[0].1.is_nan())))
-                    .count() as f64,
-            ),
-            "avg_over_time" => Some(incremental_mean(vals())),
-            "min_over_time" => Some(extreme(vals(), false)),
-            "max_over_time" => Some(extreme(vals(), true)),
-            "sum_over_time" => Some(vals().sum()),
-            "count_over_time" => Some(p.len() as f64),
-            "last_over_time" => p.last().map(|x| x.1),
-            "stddev_over_time" => Some(variance(vals()).sqrt()),
-            "stdvar_over_time" => Some(variance(vals())),
-            "present_over_time" => Some(1.0),
-            "quantile_over_time" => {
-                Some(quantile(scalar_arg.unwrap_or(f64::NAN), vals().collect()))
-            }
-            _ => None,
-        };
-        if let Some(v) = v {
+        if let Some(v) = window_value(name, &w.points, range, end, t, scalar_arg) {
             let mut labels = w.labels;
-            if name != "last_over_time" {
+            if drops_name(name) {
                 drop_name(&mut labels);
             }
             out.push(Sample { labels, v });
