@@ -337,6 +337,31 @@ fn merge_runs(mut runs: Vec<Vec<(i64, f64)>>) -> Vec<(i64, f64)> {
     m.into_iter().collect()
 }
 
+/// Keeps the samples of `points` (ascending) that no row of `rows` (ascending, of
+/// `resolution`) covers, and those in `raw_ranges` (closed, ascending, disjoint) even inside
+/// rows: one pass, with an index into each list moving forward with the samples.
+fn retain_raw(
+    points: &mut Vec<(i64, f64)>,
+    rows: &[rollup::Row],
+    resolution: i64,
+    raw_ranges: &[(i64, i64)],
+) {
+    let (mut r, mut q) = (0, 0);
+    points.retain(|&(t, _)| {
+        let row_t = floor(t, resolution);
+        while r < rows.len() && rows[r].t < row_t {
+            r += 1;
+        }
+        if !(r < rows.len() && rows[r].t == row_t) {
+            return true;
+        }
+        while q < raw_ranges.len() && raw_ranges[q].1 < t {
+            q += 1;
+        }
+        q < raw_ranges.len() && raw_ranges[q].0 <= t
+    });
+}
+
 /// Whether `[lo, hi]` meets one of `ranges` (closed, ascending, disjoint).
 fn in_ranges(ranges: &[(i64, i64)], lo: i64, hi: i64) -> bool {
     let i = ranges.partition_point(|r| r.1 < lo);
@@ -1031,7 +1056,7 @@ impl Inner {
                 })
                 .collect();
             let mut rows: Vec<rollup::Row> = Vec::new();
-            let mut m = BTreeMap::new();
+            let mut decode: Vec<&Arc<Block>> = Vec::new();
             for (i, &(b, lo, hi)) in spans.iter().enumerate() {
                 let block_rows = b.rollup(id, resolution).unwrap_or_default();
                 let mut all_used = !block_rows.is_empty();
@@ -1059,19 +1084,24 @@ impl Inner {
                 // A block's rows cover all its samples: if every row in the range is used,
                 // the block's samples need not be decoded.
                 if !all_used || in_ranges(raw_ranges, lo, hi) {
-                    b.range_into(id, start, end, &mut m);
+                    decode.push(b);
                 }
             }
-            m.extend(q.head);
             rows.sort_by_key(|r| r.t);
-            let covered = |t: i64| {
-                rows.binary_search_by_key(&floor(t, resolution), |r| r.t)
-                    .is_ok()
-            };
-            let raw: Vec<(i64, f64)> = m
-                .into_iter()
-                .filter(|&(t, _)| !covered(t) || in_ranges(raw_ranges, t, t))
-                .collect();
+            // Each run keeps only its samples outside the rows used (or asked for raw), so the
+            // merge handles a few samples, not the blocks' every sample. Runs in block order,
+            // then the head: later ones win on equal timestamps.
+            let mut runs: Vec<Vec<(i64, f64)>> = Vec::with_capacity(decode.len() + 1);
+            for b in decode {
+                let mut run = b.range_vec(id, start, end);
+                retain_raw(&mut run, &rows, resolution, raw_ranges);
+                runs.push(run);
+            }
+            let mut head: Vec<(i64, f64)> = q.head.into_iter().collect();
+            retain_raw(&mut head, &rows, resolution, raw_ranges);
+            runs.push(head);
+            runs.retain(|r| !r.is_empty());
+            let raw = merge_runs(runs);
             if rows.is_empty() && raw.is_empty() {
                 continue;
             }
