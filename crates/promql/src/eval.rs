@@ -53,6 +53,10 @@ pub(crate) struct Evaluator<'a> {
     /// Inner results of subqueries by (subquery, step time): steps are aligned, so the windows
     /// of consecutive outer steps share them.
     inner: RefCell<HashMap<(usize, i64), Rc<Value>>>,
+    /// Values of sub-expressions computed for every step at once, by expression, for a node
+    /// that `steps` evaluates step by step: each step's value is taken once, where evaluating
+    /// it would otherwise start again from the selectors.
+    pub(crate) precomputed: RefCell<HashMap<usize, crate::steps::Precomputed>>,
 }
 
 pub(crate) fn duration_ms(d: &Duration) -> i64 {
@@ -155,12 +159,16 @@ impl<'a> Evaluator<'a> {
             budget: Budget::new(options),
             cache: RefCell::new(HashMap::new()),
             inner: RefCell::new(HashMap::new()),
+            precomputed: RefCell::new(HashMap::new()),
         }
     }
 
     /// Evaluates `expr` at `t` (ms).
     pub(crate) fn eval(&self, expr: &Expr, t: i64) -> Result<Value> {
         self.budget.check_time()?;
+        if let Some(v) = self.take_precomputed(expr, t) {
+            return Ok(v);
+        }
         match expr {
             Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
             Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),

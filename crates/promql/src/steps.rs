@@ -27,6 +27,7 @@ use promql_parser::parser::token::{
     T_AVG, T_BOTTOMK, T_COUNT, T_GROUP, T_LAND, T_LOR, T_LUNLESS, T_MAX, T_MIN, T_QUANTILE,
     T_STDDEV, T_STDVAR, T_SUM, T_TOPK,
 };
+use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{AggregateExpr, BinaryExpr, Call, Expr, SubqueryExpr};
 
 use crate::aggregate::{group_key, quantile, rank, top_count};
@@ -92,6 +93,34 @@ pub(crate) enum Steps {
     Scalar(Vec<f64>),
     /// Series; two may share labels at different steps (merged at the end).
     Vector(Vec<StepSeries>),
+}
+
+/// A sub-expression's value at every step of a grid, each taken by the per-step evaluator once.
+pub(crate) struct Precomputed {
+    grid: Grid,
+    values: Vec<Option<Value>>,
+}
+
+/// The sub-expressions of `expr` that give an instant vector or a scalar (literals aside),
+/// whose values a per-step evaluation of `expr` can take from a whole-range evaluation.
+fn vector_children(expr: &Expr) -> Vec<&Expr> {
+    let children: Vec<&Expr> = match expr {
+        Expr::Call(c) => c.args.args.iter().map(|a| a.as_ref()).collect(),
+        Expr::Aggregate(a) => [Some(a.expr.as_ref()), a.param.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect(),
+        Expr::Binary(b) => vec![b.lhs.as_ref(), b.rhs.as_ref()],
+        Expr::Unary(u) => vec![u.expr.as_ref()],
+        _ => Vec::new(),
+    };
+    children
+        .into_iter()
+        .filter(|e| {
+            matches!(e.value_type(), ValueType::Vector | ValueType::Scalar)
+                && !matches!(unparen(e), Expr::NumberLiteral(_) | Expr::StringLiteral(_))
+        })
+        .collect()
 }
 
 /// `labels` without the metric name, shared when it has none.
@@ -235,14 +264,55 @@ impl Evaluator<'_> {
     fn scalar_steps(&self, expr: &Expr, g: Grid) -> Result<Vec<f64>> {
         match self.eval_steps(expr, g)? {
             Steps::Scalar(v) => Ok(v),
-            Steps::Vector(_) => Err(Error::BadData(
-                "expected a scalar, got instant vector".into(),
-            )),
+            Steps::Vector(_) => Err(Error::BadData("expected a scalar, got vector".into())),
         }
     }
 
-    /// `expr` evaluated step by step with the per-step evaluator.
+    /// `expr`'s value at `t` if a whole-range evaluation left it (taken: once per step).
+    pub(crate) fn take_precomputed(&self, expr: &Expr, t: i64) -> Option<Value> {
+        let mut pre = self.precomputed.borrow_mut();
+        if pre.is_empty() {
+            return None;
+        }
+        let p = pre.get_mut(&(expr as *const Expr as usize))?;
+        let g = p.grid;
+        if t < g.start
+            || t > g.end
+            || (i128::from(t) - i128::from(g.start)) % i128::from(g.step) != 0
+        {
+            return None;
+        }
+        p.values.get_mut(g.index(t))?.take()
+    }
+
+    /// `expr` evaluated step by step with the per-step evaluator; its vector and scalar
+    /// arguments are evaluated across all steps first, and each step takes its value.
     fn per_step(&self, expr: &Expr, g: Grid) -> Result<Steps> {
+        let children = vector_children(expr);
+        let mut keys = Vec::with_capacity(children.len());
+        for child in children {
+            let values = match self.eval_steps(child, g)? {
+                Steps::Scalar(v) => v.into_iter().map(|v| Some(Value::Scalar(v))).collect(),
+                Steps::Vector(series) => columns(&series, g)
+                    .into_iter()
+                    .map(|c| Some(Value::Vector(c)))
+                    .collect(),
+            };
+            let key = child as *const Expr as usize;
+            keys.push(key);
+            self.precomputed
+                .borrow_mut()
+                .insert(key, Precomputed { grid: g, values });
+        }
+        let out = self.per_step_eval(expr, g);
+        let mut pre = self.precomputed.borrow_mut();
+        for key in keys {
+            pre.remove(&key);
+        }
+        out
+    }
+
+    fn per_step_eval(&self, expr: &Expr, g: Grid) -> Result<Steps> {
         let mut scalars = Vec::new();
         let mut collect = Collector::default();
         for t in g.times() {
