@@ -44,7 +44,10 @@ pub(crate) fn drops_name(op: TokenId) -> bool {
 }
 
 /// The matching signature of an element.
-fn signature(labels: &LabelSet, matching: Option<&LabelModifier>) -> Vec<(String, String)> {
+pub(crate) fn signature(
+    labels: &LabelSet,
+    matching: Option<&LabelModifier>,
+) -> Vec<(String, String)> {
     match matching {
         Some(m) => project(labels, m).collect(),
         None => labels

@@ -8,10 +8,11 @@
 //! - A subquery's inner expression is evaluated once over the subquery's aligned step grid
 //!   covering every outer window, and then windowed like a range selector.
 //! - Aggregations group each series once and work step by step on the group's values;
-//!   arithmetic with a scalar and unary minus work series by series.
-//! - Everything else (rollup windows, label functions, math functions, matching between two
-//!   vectors, ...) is evaluated per step by the evaluator in `eval`, on the values its vectorised
-//!   arguments give where it can, and the per-step results are put together again.
+//!   arithmetic with a scalar and unary minus work series by series; two vectors are matched
+//!   through signatures computed once per series (`matching`).
+//! - Everything else (rollup windows, label and math functions, `count_values`, ...) is
+//!   evaluated per step by the evaluator in `eval`, taking its vector and scalar arguments
+//!   from a whole-range evaluation, and the per-step results are put together again.
 //!
 //! Label sets are shared (`Rc`) between a series and the series derived from it; one is cloned
 //! only when a label changes (the metric name dropped, a group's labels), once per series.
@@ -19,6 +20,8 @@
 //! Semantics are those of the per-step evaluator: a node's value at a step is what `eval`
 //! gives at that step's time. The budget is held as the per-step path holds it: windows at
 //! each step are peeked, subquery inner results taken, and the result taken at the end.
+
+mod matching;
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -31,7 +34,7 @@ use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{AggregateExpr, BinaryExpr, Call, Expr, SubqueryExpr};
 
 use crate::aggregate::{group_key, quantile, rank, top_count};
-use crate::binary::{apply, drops_name, is_comparison, set_op, vector_vector};
+use crate::binary::{apply, drops_name, is_comparison};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluator, duration_ms, unparen};
 use crate::functions::range::{extreme, incremental_mean, range_arg_index, variance, window_value};
@@ -639,7 +642,7 @@ impl Evaluator<'_> {
     }
 
     /// A binary operator at every step: scalars and vector–scalar series by series, two
-    /// vectors matched step by step.
+    /// vectors through signatures computed once per series (`matching`).
     fn binary_steps(&self, b: &BinaryExpr, g: Grid) -> Result<Steps> {
         let op = b.op.id();
         let ret_bool = b.return_bool();
@@ -665,23 +668,12 @@ impl Evaluator<'_> {
                 Ok(Steps::Vector(vector_scalar(op, v, &s, true, ret_bool, g)?))
             }
             (Steps::Vector(l), Steps::Vector(r)) => {
-                let mut collect = Collector::default();
-                let lcols = columns(&l, g);
-                drop(l);
-                let rcols = columns(&r, g);
-                drop(r);
-                for ((i, lc), rc) in lcols.into_iter().enumerate().zip(rcols) {
-                    self.budget.check_time()?;
-                    let v = match op {
-                        T_LAND | T_LOR | T_LUNLESS => set_op(op, lc, rc, b),
-                        _ => match vector_vector(op, lc, rc, b, ret_bool)? {
-                            Value::Vector(v) => v,
-                            _ => Vec::new(),
-                        },
-                    };
-                    collect.push(g.time(i), v);
-                }
-                Ok(Steps::Vector(collect.finish()))
+                let out = match op {
+                    T_LAND | T_LOR | T_LUNLESS => matching::set_op_steps(op, l, r, b, g),
+                    _ => matching::arithmetic_steps(op, l, r, b, ret_bool, g)?,
+                };
+                self.budget.peek(out.iter().map(|s| s.points.len()).sum())?;
+                Ok(Steps::Vector(out))
             }
         }
     }
