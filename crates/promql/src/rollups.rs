@@ -45,13 +45,16 @@ pub(crate) fn answers(name: &str) -> bool {
 }
 
 /// One series of a rollup read.
-struct RollupSeries {
-    labels: LabelSet,
+pub(crate) struct RollupSeries {
+    pub(crate) labels: LabelSet,
     key: Labels,
     rows: Vec<Row>,
     /// Samples outside `rows`, plus those inside the planned cut parts.
     raw: Vec<(i64, f64)>,
 }
+
+/// The series of one rollup read, shared by the steps it covers.
+pub(crate) type Read = Rc<Vec<RollupSeries>>;
 
 struct Loaded {
     lo: i64,
@@ -289,6 +292,22 @@ impl Evaluator<'_> {
         resolution: i64,
         t: i64,
     ) -> Result<Vec<(LabelSet, Summary)>> {
+        let (series, summaries) = self.window_summaries_indexed(vs, range, resolution, t)?;
+        Ok(summaries
+            .into_iter()
+            .map(|(i, summary)| (series[i].labels.clone(), summary))
+            .collect())
+    }
+
+    /// [`Self::window_summaries`] by index into the series read (the same list for every
+    /// step while the read covers them), so a caller over many steps need not copy labels.
+    pub(crate) fn window_summaries_indexed(
+        &self,
+        vs: &VectorSelector,
+        range: i64,
+        resolution: i64,
+        t: i64,
+    ) -> Result<(Read, Vec<(usize, Summary)>)> {
         let rt = self.ref_time(&vs.at, &vs.offset, t);
         let lo = rt.saturating_sub(range);
         let (series, planned) = self.load_rollups(vs, range, resolution, lo, rt)?;
@@ -296,7 +315,7 @@ impl Evaluator<'_> {
         let mut out = Vec::new();
         let mut held = 0;
         let mut points: Vec<(i64, f64)> = Vec::new();
-        for s in series.iter() {
+        for (index, s) in series.iter().enumerate() {
             points.clear();
             let is_row = |t: i64| {
                 !s.rows.is_empty()
@@ -350,10 +369,10 @@ impl Evaluator<'_> {
             } else {
                 summarize(&points, full)
             };
-            out.push((s.labels.clone(), summary));
+            out.push((index, summary));
         }
         self.budget.peek(held)?;
-        Ok(out)
+        Ok((series, out))
     }
 }
 

@@ -405,9 +405,10 @@ impl Evaluator<'_> {
         match unparen(range_arg) {
             Expr::MatrixSelector(ms) => {
                 let range = duration_ms(&ms.range);
-                if crate::rollups::answers(name) && self.rollup_resolution(range).is_some() {
-                    // Long windows read rollup rows, step by step.
-                    return Ok(None);
+                if crate::rollups::answers(name)
+                    && let Some(resolution) = self.rollup_resolution(range)
+                {
+                    return self.rollup_steps(name, &ms.vs, range, resolution, g);
                 }
                 let vs = &ms.vs;
                 let first = self.ref_time(&vs.at, &vs.offset, g.start);
@@ -437,6 +438,55 @@ impl Evaluator<'_> {
             }
             _ => Ok(None),
         }
+    }
+
+    /// A function of long windows (`crate::rollups`) at every step: the windows are summed up
+    /// step by step from rollup rows, collected by series. `None` if the read changed midway
+    /// (it then runs step by step).
+    fn rollup_steps(
+        &self,
+        name: &str,
+        vs: &promql_parser::parser::VectorSelector,
+        range: i64,
+        resolution: i64,
+        g: Grid,
+    ) -> Result<Option<Steps>> {
+        let mut read: Option<crate::rollups::Read> = None;
+        let mut points: Vec<Vec<(i64, f64)>> = Vec::new();
+        for t in g.times() {
+            let (series, summaries) = self.window_summaries_indexed(vs, range, resolution, t)?;
+            match &read {
+                Some(r) if !Rc::ptr_eq(r, &series) => return Ok(None),
+                Some(_) => {}
+                None => {
+                    points = vec![Vec::new(); series.len()];
+                    read = Some(series);
+                }
+            }
+            for (i, summary) in summaries {
+                points[i].push((t, summary.value(name)));
+            }
+        }
+        let Some(read) = read else {
+            return Ok(Some(Steps::Vector(Vec::new())));
+        };
+        let drops = crate::functions::range::drops_name(name);
+        let out = read
+            .iter()
+            .zip(points)
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(s, points)| {
+                let mut labels = s.labels.clone();
+                if drops {
+                    labels.remove(METRIC_NAME);
+                }
+                StepSeries {
+                    labels: Rc::new(labels),
+                    points,
+                }
+            })
+            .collect();
+        Ok(Some(Steps::Vector(out)))
     }
 
     /// Function `name` of the window `[rt(t) - range, rt(t)]` of every input series at every
