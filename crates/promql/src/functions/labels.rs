@@ -40,34 +40,98 @@ fn string_arg(ev: &Evaluator<'_>, arg: &Expr, t: i64) -> Result<String> {
     }
 }
 
-/// `label_replace(v, dst, replacement, src, regex)`.
-fn label_replace(ev: &Evaluator<'_>, args: &[&Expr], t: i64) -> Result<Value> {
-    let dst = string_arg(ev, args[1], t)?;
-    let replacement = string_arg(ev, args[2], t)?;
-    let src = string_arg(ev, args[3], t)?;
-    let pattern = string_arg(ev, args[4], t)?;
-    let re = Regex::new(&format!("^(?s:{pattern})$")).map_err(|e| {
-        Error::BadData(format!(
-            "invalid regular expression in label_replace(): {pattern}: {e}"
-        ))
-    })?;
-    if !valid_label_name(&dst) {
-        return Err(Error::BadData(format!(
-            "invalid destination label name in label_replace(): {dst}"
-        )));
+/// What `label_replace(v, dst, replacement, src, regex)` does to each element's labels.
+pub(crate) struct Replace {
+    dst: String,
+    replacement: String,
+    src: String,
+    re: Regex,
+}
+
+impl Replace {
+    /// The arguments after the vector, evaluated at `t` and checked.
+    pub(crate) fn new(ev: &Evaluator<'_>, args: &[&Expr], t: i64) -> Result<Self> {
+        let dst = string_arg(ev, args[1], t)?;
+        let replacement = string_arg(ev, args[2], t)?;
+        let src = string_arg(ev, args[3], t)?;
+        let pattern = string_arg(ev, args[4], t)?;
+        let re = Regex::new(&format!("^(?s:{pattern})$")).map_err(|e| {
+            Error::BadData(format!(
+                "invalid regular expression in label_replace(): {pattern}: {e}"
+            ))
+        })?;
+        if !valid_label_name(&dst) {
+            return Err(Error::BadData(format!(
+                "invalid destination label name in label_replace(): {dst}"
+            )));
+        }
+        Ok(Self {
+            dst,
+            replacement,
+            src,
+            re,
+        })
     }
-    let mut v = ev.vector(args[0], t)?;
-    for s in &mut v {
-        let value = s.labels.get(&src).cloned().unwrap_or_default();
-        if let Some(caps) = re.captures(&value) {
+
+    pub(crate) fn apply(&self, labels: &mut LabelSet) {
+        let value = labels.get(&self.src).cloned().unwrap_or_default();
+        if let Some(caps) = self.re.captures(&value) {
             let mut out = String::new();
-            caps.expand(&replacement, &mut out);
+            caps.expand(&self.replacement, &mut out);
             if out.is_empty() {
-                s.labels.remove(&dst);
+                labels.remove(&self.dst);
             } else {
-                s.labels.insert(dst.clone(), out);
+                labels.insert(self.dst.clone(), out);
             }
         }
+    }
+}
+
+/// What `label_join(v, dst, separator, src...)` does to each element's labels.
+pub(crate) struct Join {
+    dst: String,
+    sep: String,
+    srcs: Vec<String>,
+}
+
+impl Join {
+    /// The arguments after the vector, evaluated at `t` and checked.
+    pub(crate) fn new(ev: &Evaluator<'_>, args: &[&Expr], t: i64) -> Result<Self> {
+        let dst = string_arg(ev, args[1], t)?;
+        let sep = string_arg(ev, args[2], t)?;
+        let srcs = args[3..]
+            .iter()
+            .map(|a| string_arg(ev, a, t))
+            .collect::<Result<Vec<_>>>()?;
+        if !valid_label_name(&dst) {
+            return Err(Error::BadData(format!(
+                "invalid destination label name in label_join(): {dst}"
+            )));
+        }
+        Ok(Self { dst, sep, srcs })
+    }
+
+    pub(crate) fn apply(&self, labels: &mut LabelSet) {
+        let joined = self
+            .srcs
+            .iter()
+            .map(|k| labels.get(k).map(String::as_str).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(&self.sep);
+        if joined.is_empty() {
+            labels.remove(&self.dst);
+        } else {
+            labels.insert(self.dst.clone(), joined);
+        }
+    }
+}
+
+/// `label_replace(v, dst, replacement, src, regex)`.
+fn label_replace(ev: &Evaluator<'_>, args: &[&Expr], t: i64) -> Result<Value> {
+    let replace = Replace::new(ev, args, t)?;
+    let mut v = ev.vector(args[0], t)?;
+    for s in &mut v {
+        replace.apply(&mut s.labels);
     }
     check_unique(&v)?;
     Ok(Value::Vector(v))
@@ -75,29 +139,10 @@ fn label_replace(ev: &Evaluator<'_>, args: &[&Expr], t: i64) -> Result<Value> {
 
 /// `label_join(v, dst, separator, src...)`.
 fn label_join(ev: &Evaluator<'_>, args: &[&Expr], t: i64) -> Result<Value> {
-    let dst = string_arg(ev, args[1], t)?;
-    let sep = string_arg(ev, args[2], t)?;
-    let srcs = args[3..]
-        .iter()
-        .map(|a| string_arg(ev, a, t))
-        .collect::<Result<Vec<_>>>()?;
-    if !valid_label_name(&dst) {
-        return Err(Error::BadData(format!(
-            "invalid destination label name in label_join(): {dst}"
-        )));
-    }
+    let join = Join::new(ev, args, t)?;
     let mut v = ev.vector(args[0], t)?;
     for s in &mut v {
-        let joined = srcs
-            .iter()
-            .map(|k| s.labels.get(k).map(String::as_str).unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join(&sep);
-        if joined.is_empty() {
-            s.labels.remove(&dst);
-        } else {
-            s.labels.insert(dst.clone(), joined);
-        }
+        join.apply(&mut s.labels);
     }
     check_unique(&v)?;
     Ok(Value::Vector(v))

@@ -9,7 +9,7 @@ use crate::eval::Evaluator;
 use crate::value::{Value, drop_name};
 
 /// The unary function `name`, if it is one.
-fn unary(name: &str) -> Option<fn(f64) -> f64> {
+pub(crate) fn unary(name: &str) -> Option<fn(f64) -> f64> {
     Some(match name {
         "abs" => f64::abs,
         "ceil" => f64::ceil,

@@ -10,8 +10,11 @@
 //! - Aggregations group each series once and work step by step on the group's values;
 //!   arithmetic with a scalar and unary minus work series by series; two vectors are matched
 //!   through signatures computed once per series (`matching`).
-//! - Everything else (rollup windows, label and math functions, `count_values`, ...) is
-//!   evaluated per step by the evaluator in `eval`, taking its vector and scalar arguments
+//! - Element-wise math and calendar functions, `label_replace`/`label_join`, `time`,
+//!   `vector` and `scalar` work series by series or step by step on arrays (`functions`).
+//! - Long rollup windows are summed up step by step, collected by series.
+//! - Everything else (`histogram_quantile`, `count_values`, `absent`, `sort`, `timestamp`, ...)
+//!   is evaluated per step by the evaluator in `eval`, taking its vector and scalar arguments
 //!   from a whole-range evaluation, and the per-step results are put together again.
 //!
 //! Label sets are shared (`Rc`) between a series and the series derived from it; one is cloned
@@ -21,6 +24,7 @@
 //! gives at that step's time. The budget is held as the per-step path holds it: windows at
 //! each step are peeked, subquery inner results taken, and the result taken at the end.
 
+mod functions;
 mod matching;
 
 use std::collections::{BTreeMap, HashMap};
@@ -386,7 +390,7 @@ impl Evaluator<'_> {
         let name = c.func.name;
         let args: Vec<&Expr> = c.args.args.iter().map(|a| a.as_ref()).collect();
         let Some(arg) = range_arg_index(name) else {
-            return Ok(None);
+            return self.function_steps(name, &args, g);
         };
         if name == "absent_over_time" {
             return Ok(None);
