@@ -384,7 +384,9 @@ impl<'a> Evaluator<'a> {
         Ok(out)
     }
 
-    /// A subquery at `t`: the inner expression at every aligned step in `[t' - range, t']`.
+    /// A subquery at `t`: the inner expression at every aligned step in `[t' - range, t']`. In a
+    /// range query evaluated step by step, the inner results are cached by step time, which
+    /// the windows of consecutive outer steps share.
     pub(crate) fn subquery(&self, sq: &SubqueryExpr, t: i64) -> Result<Vec<Series>> {
         let rt = self.ref_time(&sq.at, &sq.offset, t);
         let range = duration_ms(&sq.range);
@@ -400,6 +402,13 @@ impl<'a> Evaluator<'a> {
         let mut ts = lo.div_euclid(step).saturating_mul(step);
         if ts < lo {
             ts = ts.saturating_add(step);
+        }
+        if self.step == 0 {
+            // An instant query: one window, evaluated across its steps at once.
+            if ts > rt {
+                return Ok(Vec::new());
+            }
+            return self.subquery_window(&sq.expr, crate::steps::Grid::new(ts, rt, step));
         }
         let key = sq as *const SubqueryExpr as usize;
         // The inner results first, then one pass that clones each series' labels once.

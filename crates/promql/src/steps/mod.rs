@@ -42,7 +42,7 @@ use crate::binary::{apply, drops_name, is_comparison};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluator, duration_ms, unparen};
 use crate::functions::range::{extreme, incremental_mean, range_arg_index, variance, window_value};
-use crate::value::{LabelSet, METRIC_NAME, Sample, Value};
+use crate::value::{LabelSet, METRIC_NAME, Sample, Series, Value};
 
 /// The steps of a range: `start`, `start + step`, ... up to `end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -587,6 +587,42 @@ impl Evaluator<'_> {
             }
         };
         Ok(Some(series))
+    }
+
+    /// One subquery window of an instant query: `expr` at every step of `g`, as series (by
+    /// labels, points ascending), held as the per-step path holds them.
+    pub(crate) fn subquery_window(&self, expr: &Expr, g: Grid) -> Result<Vec<Series>> {
+        match self.eval_steps(expr, g)? {
+            Steps::Scalar(v) => {
+                self.budget.peek(v.len())?;
+                Ok(vec![Series {
+                    labels: LabelSet::new(),
+                    points: g.times().zip(v).collect(),
+                }])
+            }
+            Steps::Vector(series) => {
+                let count = series.iter().map(|s| s.points.len()).sum();
+                self.budget.take(count, 0)?;
+                self.budget.peek(count)?;
+                let mut by_labels: BTreeMap<&LabelSet, Vec<(i64, f64)>> = BTreeMap::new();
+                for s in &series {
+                    by_labels
+                        .entry(&s.labels)
+                        .or_default()
+                        .extend_from_slice(&s.points);
+                }
+                Ok(by_labels
+                    .into_iter()
+                    .map(|(labels, mut points)| {
+                        points.sort_by_key(|p| p.0);
+                        Series {
+                            labels: labels.clone(),
+                            points,
+                        }
+                    })
+                    .collect())
+            }
+        }
     }
 
     /// An aggregation at every step, or `None` for the ones left to the per-step path.
