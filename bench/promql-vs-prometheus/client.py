@@ -28,6 +28,14 @@ QUERIES = [
     ("rollup max 1h", "max_over_time(cpu_usage_ratio[1h])", HOUR),
     ("rollup avg 1h", "avg_over_time(temperature_celsius[1h])", HOUR),
     ("rollup max 6h", "max_over_time(cpu_core_usage_ratio[6h])", HOUR),
+    ("rollup max 5m", "max_over_time(cpu_usage_ratio[5m])", 300),
+    ("ratio", "rate(network_receive_bytes_total[5m]) / rate(network_receive_packets_total[5m])", 300),
+    ("quantile", "quantile(0.9, cpu_core_usage_ratio)", 300),
+    (
+        "label_replace",
+        'label_replace(rate(network_receive_bytes_total[5m]), "port", "$1", "interface", "(.*)")',
+        300,
+    ),
 ]
 
 
