@@ -345,6 +345,20 @@ fn the_sample_limit_and_the_timeout_hold_for_whole_range_evaluation() {
             "{q}: {err}"
         );
     }
+    // Grids of billions of steps are refused, not allocated.
+    for q in [
+        "max_over_time(up[1y:1ms])",
+        "count_over_time(vector(1)[1y:1ms])",
+    ] {
+        let err = Engine::default().range(&src, q, 0, 20 * M, M).expect_err(q);
+        assert!(matches!(err, Error::TooManySamples { .. }), "{q}: {err}");
+        let err = Engine::default().instant(&src, q, 20 * M).expect_err(q);
+        assert!(matches!(err, Error::TooManySamples { .. }), "{q}: {err}");
+    }
+    let err = Engine::default()
+        .range(&src, "vector(1)", 0, i64::MAX, 1)
+        .expect_err("steps");
+    assert!(matches!(err, Error::TooManySamples { .. }), "{err}");
     let late = Engine::new(Options {
         timeout: std::time::Duration::ZERO,
         ..Options::default()

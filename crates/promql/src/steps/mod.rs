@@ -232,9 +232,12 @@ pub(crate) fn merge_same_labels(mut series: Vec<StepSeries>) -> Result<Vec<StepS
 }
 
 impl Evaluator<'_> {
-    /// Evaluates `expr` (an instant vector or a scalar) at every step of `g`.
+    /// Evaluates `expr` (an instant vector or a scalar) at every step of `g`. A grid of more
+    /// steps than the sample budget has room for is refused before anything is held per step
+    /// (a subquery such as `x[1y:1ms]` would otherwise allocate for billions of steps).
     pub(crate) fn eval_steps(&self, expr: &Expr, g: Grid) -> Result<Steps> {
         self.budget.check_time()?;
+        self.budget.peek(g.len())?;
         match expr {
             Expr::Paren(p) => self.eval_steps(&p.expr, g),
             Expr::NumberLiteral(n) => {
