@@ -75,7 +75,7 @@ fn source() -> Mem {
         20,
         |i| if i < 40 { i * 50 } else { (i - 40) * 50 } as f64,
     );
-    Mem(vec![
+    let mut all = vec![
         series(
             "up",
             &[("dev", "a"), ("site", "x")],
@@ -104,7 +104,28 @@ fn source() -> Mem {
             &[("dev", "a"), ("site", "x")],
             every_15s(0, 20, |i| i as f64),
         ),
-    ])
+    ];
+    all.extend(histograms());
+    Mem(all)
+}
+
+/// `lat_bucket{dev, le}`: cumulative bucket counters; dev=b's stop from 5 to 12 min.
+fn histograms() -> Vec<SeriesPoints> {
+    let mut out = Vec::new();
+    for (dev, rate) in [("a", 1), ("b", 3)] {
+        for (le, share) in [("0.1", 1), ("0.5", 4), ("1", 6), ("+Inf", 7)] {
+            let count = move |i: i64| (i * rate * share) as f64;
+            let points = if dev == "b" {
+                let mut p = every_15s(0, 5, count);
+                p.extend(every_15s(12, 20, count));
+                p
+            } else {
+                every_15s(0, 20, count)
+            };
+            out.push(series("lat_bucket", &[("dev", dev), ("le", le)], points));
+        }
+    }
+    out
 }
 
 const QUERIES: &[&str] = &[
@@ -206,6 +227,10 @@ const QUERIES: &[&str] = &[
     "label_replace(up, \"dev\", \"z\", \"dev\", \".*\")",
     "label_replace(rate(bytes_total[1m]), \"site\", \"$1\", \"dev\", \"(a)\")",
     "histogram_quantile(0.5, up)",
+    "histogram_quantile(0.9, rate(lat_bucket[2m]))",
+    "histogram_quantile(0.5, sum by (le) (rate(lat_bucket[2m])))",
+    "histogram_quantile(scalar(up{dev=\"a\"}), lat_bucket)",
+    "histogram_quantile(0.99, lat_bucket{le!=\"+Inf\"})",
     "label_replace(up, \"x\", \"$1\", \"dev\", \"(.*)\")",
     "time()",
     "vector(time())",
@@ -368,4 +393,38 @@ fn the_sample_limit_and_the_timeout_hold_for_whole_range_evaluation() {
         .range(&src, "max_over_time(up[3m:20s])", 0, 20 * M, M)
         .expect_err("timeout");
     assert!(matches!(err, Error::Timeout), "{err}");
+}
+
+#[test]
+fn histogram_quantiles_over_a_range() {
+    let src = source();
+    let got = Engine::default()
+        .range(
+            &src,
+            "histogram_quantile(0.5, rate(lat_bucket[2m]))",
+            0,
+            20 * M,
+            M,
+        )
+        .expect("quantiles");
+    // Rank 3.5 of 7 falls in (0.1, 0.5] holding 3 of them: 0.1 + 0.4 × 2.5 / 3.
+    let want = 0.1 + 0.4 * 2.5 / 3.0;
+    assert_eq!(got.len(), 2);
+    for s in &got {
+        assert!(s.points.iter().all(|p| (p.1 - want).abs() < 1e-9), "{s:?}");
+    }
+    // dev=a from the second step on; dev=b not while its buckets stop (5 to 12 min, plus the
+    // window).
+    let steps = |dev: &str| {
+        got.iter()
+            .find(|s| s.labels.get("dev").map(String::as_str) == Some(dev))
+            .map(|s| s.points.iter().map(|p| p.0 / M).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(steps("a"), (1..=20).collect::<Vec<_>>());
+    let b = steps("b");
+    assert!(
+        b.contains(&5) && !b.contains(&8) && b.contains(&13),
+        "{b:?}"
+    );
 }

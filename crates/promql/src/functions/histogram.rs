@@ -101,7 +101,7 @@ pub(crate) fn call(
 }
 
 /// An `le` value as Go's `ParseFloat` reads it (`+Inf`, `Inf`, numbers).
-fn parse_bound(s: &str) -> Option<f64> {
+pub(crate) fn parse_bound(s: &str) -> Option<f64> {
     match s {
         "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
         "-Inf" | "-inf" => Some(f64::NEG_INFINITY),

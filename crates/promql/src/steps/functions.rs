@@ -1,9 +1,10 @@
 //! Functions of instant vectors and scalars across all steps of a range: element-wise math
 //! and calendar functions map each series' values, with the metric name dropped once per
-//! series; `label_replace`/`label_join` relabel each series once; `time`, `vector` and
-//! `scalar` work on per-step values. Other functions run step by step (`None`).
+//! series; `label_replace`/`label_join` relabel each series once; `histogram_quantile` groups
+//! each bucket series once; `time`, `vector` and `scalar` work on per-step values. Other
+//! functions run step by step (`None`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use promql_parser::parser::Expr;
@@ -12,9 +13,10 @@ use super::{Grid, StepSeries, Steps, without_name};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluator, unparen};
 use crate::functions::date::field;
+use crate::functions::histogram::{bucket_quantile, parse_bound};
 use crate::functions::labels::{Join, Replace};
 use crate::functions::math::{go_max, go_min, round, unary};
-use crate::value::LabelSet;
+use crate::value::{LabelSet, METRIC_NAME};
 
 /// A per-step element-wise function: the value at step `i`, or `None` to drop the element.
 type Elementwise = Box<dyn Fn(usize, f64) -> Option<f64>>;
@@ -90,6 +92,9 @@ impl Evaluator<'_> {
                 )));
             }
             "label_replace" | "label_join" => return self.relabel_steps(name, args, g),
+            "histogram_quantile" if args.len() == 2 => {
+                return self.histogram_quantile_steps(args, g).map(Some);
+            }
             _ => {}
         }
         let f: Elementwise = if let Some(f) = unary(name) {
@@ -154,6 +159,50 @@ impl Evaluator<'_> {
             }
         }
         Ok(Some(Steps::Vector(out)))
+    }
+
+    /// `histogram_quantile(φ, buckets)`: each bucket series joins its histogram (its labels
+    /// without `le` and the name) once; each step's quantile is read from the buckets present
+    /// at that step, in series order as the per-step function takes them.
+    fn histogram_quantile_steps(&self, args: &[&Expr], g: Grid) -> Result<Steps> {
+        let q = self.scalar_steps(args[0], g)?;
+        let input = self.vector_steps(args[1], g)?;
+        let mut groups: BTreeMap<LabelSet, Vec<(usize, f64)>> = BTreeMap::new();
+        for (i, s) in input.iter().enumerate() {
+            let Some(le) = s.labels.get("le").and_then(|le| parse_bound(le)) else {
+                continue;
+            };
+            let mut labels = LabelSet::clone(&s.labels);
+            labels.remove("le");
+            labels.remove(METRIC_NAME);
+            groups.entry(labels).or_default().push((i, le));
+        }
+        let mut out = Vec::with_capacity(groups.len());
+        let mut entries: Vec<(usize, f64, f64)> = Vec::new();
+        let mut held = 0;
+        for (labels, members) in groups {
+            entries.clear();
+            for &(i, le) in &members {
+                entries.extend(input[i].points.iter().map(|&(t, v)| (g.index(t), le, v)));
+            }
+            held += entries.len();
+            self.budget.peek(held)?;
+            // Stable: buckets keep the series order within a step.
+            entries.sort_by_key(|e| e.0);
+            let points: Vec<(i64, f64)> = entries
+                .chunk_by(|a, b| a.0 == b.0)
+                .map(|run| {
+                    let step = run[0].0;
+                    let buckets = run.iter().map(|e| (e.1, e.2)).collect();
+                    (g.time(step), bucket_quantile(q[step], buckets))
+                })
+                .collect();
+            out.push(StepSeries {
+                labels: Rc::new(labels),
+                points,
+            });
+        }
+        Ok(Steps::Vector(out))
     }
 
     /// `label_replace`/`label_join` with literal string arguments: each series relabelled

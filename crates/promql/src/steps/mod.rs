@@ -10,12 +10,13 @@
 //! - Aggregations group each series once and work step by step on the group's values;
 //!   arithmetic with a scalar and unary minus work series by series; two vectors are matched
 //!   through signatures computed once per series (`matching`).
-//! - Element-wise math and calendar functions, `label_replace`/`label_join`, `time`,
-//!   `vector` and `scalar` work series by series or step by step on arrays (`functions`).
+//! - Element-wise math and calendar functions, `label_replace`/`label_join`,
+//!   `histogram_quantile`, `time`, `vector` and `scalar` work series by series or step by step
+//!   on arrays (`functions`).
 //! - Long rollup windows are summed up step by step, collected by series.
-//! - Everything else (`histogram_quantile`, `count_values`, `absent`, `sort`, `timestamp`, ...)
-//!   is evaluated per step by the evaluator in `eval`, taking its vector and scalar arguments
-//!   from a whole-range evaluation, and the per-step results are put together again.
+//! - Everything else (`count_values`, `absent`, `sort`, `timestamp`, ...) is evaluated per step
+//!   by the evaluator in `eval`, taking its vector and scalar arguments from a whole-range
+//!   evaluation, and the per-step results are put together again.
 //!
 //! Label sets are shared (`Rc`) between a series and the series derived from it; one is cloned
 //! only when a label changes (the metric name dropped, a group's labels), once per series.
