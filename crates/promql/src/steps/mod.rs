@@ -66,9 +66,11 @@ impl Grid {
         usize::try_from(n).unwrap_or(usize::MAX)
     }
 
-    /// The time of step `i` (`i < len()`, so it does not overflow).
+    /// The time of step `i`, saturating at the ends of time (a step of 10^18 seconds from a
+    /// start near `i64::MIN` milliseconds is a query one may send).
     pub(crate) fn time(&self, i: usize) -> i64 {
-        self.start + (i as i64) * self.step
+        let t = i128::from(self.start) + (i as i128) * i128::from(self.step);
+        i64::try_from(t).unwrap_or(if t < 0 { i64::MIN } else { i64::MAX })
     }
 
     /// The index of step time `t`.
