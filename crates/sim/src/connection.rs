@@ -72,9 +72,17 @@ const MAX_WINDOW: u16 = 256;
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// Reconnect backoff, drawn uniformly so a fleet does not reconnect in lockstep.
 const BACKOFF_MS: std::ops::RangeInclusive<u64> = 100..=250;
-/// A written message still unacknowledged after this long means the connection is stuck
-/// (or a write was lost): drop it and resend on a new one.
+/// A written message still unacknowledged after this long, with no PUBACK at all meanwhile,
+/// means the connection is stuck (or a write was lost): drop it and resend on a new one.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// When the connection counts as stuck: [`ACK_TIMEOUT`] after the oldest unacknowledged write
+/// or the last PUBACK, whichever is later. A server that is slow but acknowledging (a queue
+/// of batches ahead of ours) is waited for; dropping the connection would only resend the
+/// whole window and add to its queue.
+fn ack_deadline(oldest_write: Option<Instant>, last_ack: Option<Instant>) -> Option<Instant> {
+    oldest_write.map(|w| last_ack.map_or(w, |a| a.max(w)) + ACK_TIMEOUT)
+}
 /// How long the final `offline` status and DISCONNECT may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -151,6 +159,8 @@ struct Connection {
     outage: OutageState,
     /// A PUBACK arrived on the current connection.
     spoke: bool,
+    /// When the last PUBACK arrived on the current connection.
+    last_ack: Option<Instant>,
 }
 
 /// The window of a connection carrying `devices` devices.
@@ -237,6 +247,7 @@ impl Connection {
             failures: 0,
             ticks: 0,
             disconnect_sent: false,
+            last_ack: None,
             outage,
             spoke: false,
             cfg,
@@ -301,11 +312,10 @@ impl Connection {
                 Phase::Running => None,
                 Phase::Draining { until } | Phase::Closing { until } => Some(until),
             };
-            let ack_deadline = self
-                .outbox
-                .oldest_write()
-                .filter(|_| self.connected)
-                .map(|t| t + ACK_TIMEOUT);
+            let ack_deadline = ack_deadline(
+                self.outbox.oldest_write().filter(|_| self.connected),
+                self.last_ack,
+            );
             let running = phase == Phase::Running;
             let outage_start = match self.outage {
                 OutageState::Pending { start, .. } if running => Some(start),
@@ -495,6 +505,7 @@ impl Connection {
             Event::Incoming(Packet::PubAck(ack)) => {
                 let (member, kind, publish) = self.outbox.acked_publish(ack.pkid)?;
                 self.spoke = true;
+                self.last_ack = Some(Instant::now());
                 // Not while closing: an extra copy could not be waited for.
                 let closing = matches!(phase, Phase::Closing { .. });
                 if let Some(device) = self.devices.get_mut(member) {
@@ -534,6 +545,7 @@ impl Connection {
             self.stats.disconnected(self.members());
         }
         self.spoke = false;
+        self.last_ack = None;
         for member in self.outbox.connection_lost() {
             if let Some(device) = self.devices.get_mut(member) {
                 device.summary.duplicates_unconfirmed += 1;
@@ -555,6 +567,22 @@ mod tests {
 
     fn connection() -> Connection {
         connection_with(Faults::default(), 1)
+    }
+
+    #[test]
+    fn a_connection_that_still_acknowledges_is_not_stuck() {
+        let t0 = Instant::now();
+        assert_eq!(ack_deadline(None, Some(t0)), None, "nothing waits");
+        assert_eq!(ack_deadline(Some(t0), None), Some(t0 + ACK_TIMEOUT));
+        // PUBACKs keep coming for older batches: the deadline moves with them.
+        let later = t0 + Duration::from_secs(25);
+        assert_eq!(
+            ack_deadline(Some(t0), Some(later)),
+            Some(later + ACK_TIMEOUT)
+        );
+        // A PUBACK from before the oldest write does not shorten its wait.
+        let before = t0 - Duration::from_secs(60);
+        assert_eq!(ack_deadline(Some(t0), Some(before)), Some(t0 + ACK_TIMEOUT));
     }
 
     /// A connected connection carrying `members` devices (`sim-00000`...), backlog bound 10.
