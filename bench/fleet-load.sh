@@ -146,3 +146,13 @@ print(f"publish->queryable latency over {len(ok)} probes ({lat.count('timeout')}
       f"p50 {pct(50):.1f} ms, p90 {pct(90):.1f} ms, p99 {pct(99):.1f} ms, max {ok[-1] if ok else float('nan'):.1f} ms")
 PY
 grep -E '^fleetmon_(wal_syncs_total|wal_group_batches_(sum|count)|store_(series|samples|disk_bytes)) ' "$work/metrics.txt" | sed 's/^/    /'
+# Why the simulator's connections dropped (each drop resends what was in flight), and why the
+# server closed sessions: the most frequent warnings of each, device names left out.
+warnings() {
+  sed -E 's/\x1b\[[0-9;]*m//g; s/(client_id|peer|device|pkid)=[^ ]+ ?//g; s/^[0-9TZ:.-]+ +//' "$1" \
+    | { grep -E 'WARN|ERROR' || true; } | sort | uniq -c | sort -rn | head -5 | sed 's/^/    /'
+}
+echo "simulator warnings (count, message):"
+warnings "$work/sim.log"
+echo "server warnings (count, message):"
+warnings "$work/server.log"
