@@ -170,7 +170,17 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
     tracing::debug!(%peer, client_id, ?version, keep_alive = connect.keep_alive, "MQTT session open");
 
     let (jobs, jobs_rx) = mpsc::channel(QUEUE);
-    let mut writer_task = tokio::spawn(write_loop(writer, version, jobs_rx, deliveries_rx, max));
+    let (pings, pings_rx) = mpsc::channel(1);
+    let mut writer_task = tokio::spawn(write_loop(
+        writer,
+        version,
+        Queues {
+            jobs: jobs_rx,
+            pings: pings_rx,
+            deliveries: deliveries_rx,
+        },
+        max,
+    ));
     let mut session = Session {
         ctx: Arc::clone(&ctx),
         version,
@@ -178,6 +188,7 @@ pub async fn run(conn: Established, ctx: Arc<Context>, mut shutdown: watch::Rece
         peer,
         peer_addr,
         jobs,
+        pings,
         devices: HashSet::new(),
         will_on_disconnect: false,
         identity: device,
@@ -298,6 +309,8 @@ struct Session {
     peer: String,
     peer_addr: std::net::SocketAddr,
     jobs: mpsc::Sender<Job>,
+    /// PINGREQs to answer, ahead of the acknowledgements waiting for durability.
+    pings: mpsc::Sender<()>,
     /// Devices this connection spoke for; they are online while it lasts.
     devices: HashSet<String>,
     /// An MQTT 5 client asked for its will on DISCONNECT.
@@ -356,7 +369,11 @@ impl Session {
                 let count = topics.len();
                 self.send(Out::UnsubAck { pkid, count }).await
             }
-            In::PingReq => self.send(Out::PingResp).await,
+            In::PingReq => match self.pings.try_send(()) {
+                // Full: a PINGRESP is on its way already, which answers this one too.
+                Ok(()) | Err(mpsc::error::TrySendError::Full(())) => Ok(()),
+                Err(mpsc::error::TrySendError::Closed(())) => Err(Reason::ConnectionLost),
+            },
             In::Disconnect { with_will } => {
                 self.will_on_disconnect = with_will;
                 Err(Reason::Graceful)
@@ -577,32 +594,51 @@ fn protocol_error(ctx: &Context, reason: &'static str) {
         .inc();
 }
 
-/// Sends queued packets in order; acknowledgements wait for durability. Ends when the queue
-/// closes, the connection breaks, or storage fails (the batch must not be acknowledged).
-async fn write_loop(
-    mut writer: Writer,
-    version: Version,
-    mut jobs: mpsc::Receiver<Job>,
-    mut deliveries: mpsc::Receiver<Delivery>,
-    max: usize,
-) {
+/// What the writer sends: packets in order, PINGRESPs at once, deliveries to subscriptions.
+struct Queues {
+    jobs: mpsc::Receiver<Job>,
+    pings: mpsc::Receiver<()>,
+    deliveries: mpsc::Receiver<Delivery>,
+}
+
+/// Sends queued packets in order; acknowledgements wait for durability. A PINGRESP goes out
+/// at once, also while an acknowledgement waits: behind a window of batches queued for a busy
+/// store it would come later than the client's keepalive allows, and the client would drop a
+/// healthy connection and resend its whole window (MQTT orders PUBACKs, not PINGRESPs). Ends
+/// when the queue closes, the connection breaks, or storage fails (the batch must not be
+/// acknowledged).
+async fn write_loop(mut writer: Writer, version: Version, mut queues: Queues, max: usize) {
     let mut next_pkid: u16 = 0;
     loop {
         let out = tokio::select! {
             biased;
-            job = jobs.recv() => match job {
+            Some(()) = queues.pings.recv() => Out::PingResp,
+            job = queues.jobs.recv() => match job {
                 None => return,
                 Some(Job::Send(out)) => out,
-                Some(Job::Ack { pending, out }) => match pending.await {
-                    Ok(Ok(Accepted::Stored | Accepted::Duplicate)) => out,
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "batch not durable; closing without acknowledgement");
-                        return;
+                Some(Job::Ack { mut pending, out }) => {
+                    let outcome = loop {
+                        tokio::select! {
+                            biased;
+                            r = &mut pending => break r,
+                            Some(()) = queues.pings.recv() => {
+                                if write_out(&mut writer, version, Out::PingResp, max).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    match outcome {
+                        Ok(Ok(Accepted::Stored | Accepted::Duplicate)) => out,
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "batch not durable; closing without acknowledgement");
+                            return;
+                        }
+                        Err(_) => return,
                     }
-                    Err(_) => return,
-                },
+                }
             },
-            Some(d) = deliveries.recv() => {
+            Some(d) = queues.deliveries.recv() => {
                 next_pkid = next_pkid.checked_add(1).unwrap_or(1);
                 Out::Publish(delivery_packet(d, next_pkid))
             }
@@ -662,4 +698,58 @@ async fn write_out(
     codec::write(version, out, &mut buf, max).map_err(|e| std::io::Error::other(e.to_string()))?;
     writer.write_all(&buf).await?;
     writer.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// Reads exactly `n` bytes the writer sent, or fails after a second.
+    async fn read(peer: &mut tokio::io::DuplexStream, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        tokio::time::timeout(Duration::from_secs(1), peer.read_exact(&mut buf))
+            .await
+            .expect("the writer sent nothing")
+            .expect("read");
+        buf
+    }
+
+    #[tokio::test]
+    async fn a_ping_is_answered_while_an_acknowledgement_waits_for_the_store() {
+        let (ours, mut peer) = tokio::io::duplex(4096);
+        let conn: Box<dyn Connection> = Box::new(ours);
+        let (_reader, writer) = tokio::io::split(conn);
+        let (jobs, jobs_rx) = mpsc::channel(QUEUE);
+        let (pings, pings_rx) = mpsc::channel(1);
+        let (_deliveries, deliveries_rx) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(write_loop(
+            writer,
+            Version::V4,
+            Queues {
+                jobs: jobs_rx,
+                pings: pings_rx,
+                deliveries: deliveries_rx,
+            },
+            1 << 20,
+        ));
+        let (durable, pending) = tokio::sync::oneshot::channel();
+        jobs.send(Job::Ack {
+            pending,
+            out: Out::PubAck(7),
+        })
+        .await
+        .unwrap();
+        jobs.send(Job::Send(Out::PubAck(8))).await.unwrap();
+        pings.send(()).await.unwrap();
+        // The batch is not durable yet: only the PINGRESP may go out.
+        assert_eq!(read(&mut peer, 2).await, [0xD0, 0x00]);
+        // Then the acknowledgements, in order.
+        durable.send(Ok(Accepted::Stored)).unwrap();
+        assert_eq!(read(&mut peer, 4).await, [0x40, 0x02, 0x00, 0x07]);
+        assert_eq!(read(&mut peer, 4).await, [0x40, 0x02, 0x00, 0x08]);
+        drop(jobs);
+        task.await.unwrap();
+    }
 }
