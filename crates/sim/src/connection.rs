@@ -68,8 +68,24 @@ use crate::truth::Outage;
 const WINDOW: u16 = 32;
 /// The largest window of a shared connection: one message in flight per device, up to this.
 const MAX_WINDOW: u16 = 256;
-/// MQTT keepalive; a dead connection is noticed within about twice this.
+/// MQTT keepalive of a device's own connection; a dead connection is noticed within about
+/// twice this.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// MQTT keepalive of a gateway's shared connection, as gateways use. The client drops the
+/// connection when a PINGREQ is not answered within the keepalive, and a PINGREQ waits in the
+/// socket behind the window of batches written before it (up to 256 on a shared connection):
+/// with 5 s, a server that is busy but healthy lost every gateway's connection again and
+/// again, and each loss resent the whole window (BENCHMARKS.md, "100,000 devices").
+const GATEWAY_KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+/// The keepalive of a connection carrying `devices` devices.
+fn keep_alive(devices: usize) -> Duration {
+    if devices > 1 {
+        GATEWAY_KEEP_ALIVE
+    } else {
+        KEEP_ALIVE
+    }
+}
 /// Reconnect backoff, drawn uniformly so a fleet does not reconnect in lockstep.
 const BACKOFF_MS: std::ops::RangeInclusive<u64> = 100..=250;
 /// A written message still unacknowledged after this long, with no PUBACK at all meanwhile,
@@ -202,7 +218,7 @@ fn connect_options(c: &Connection) -> Option<(AsyncClient, EventLoop)> {
         c.cfg.endpoint.port,
     );
     options
-        .set_keep_alive(KEEP_ALIVE)
+        .set_keep_alive(keep_alive(c.devices.len()))
         // The outbox, not the broker session, is what survives a reconnect.
         .set_clean_session(true)
         .set_inflight(window(c.devices.len()))
@@ -567,6 +583,13 @@ mod tests {
 
     fn connection() -> Connection {
         connection_with(Faults::default(), 1)
+    }
+
+    #[test]
+    fn gateways_use_a_longer_keepalive_than_single_devices() {
+        assert_eq!(keep_alive(1), KEEP_ALIVE);
+        assert_eq!(keep_alive(100), GATEWAY_KEEP_ALIVE);
+        assert!(GATEWAY_KEEP_ALIVE > KEEP_ALIVE);
     }
 
     #[test]
