@@ -96,16 +96,7 @@ fn vector_scalar(
 ) -> Result<Value> {
     let mut out = Vec::with_capacity(v.len());
     for mut e in v {
-        let (l, r) = if scalar_left { (s, e.v) } else { (e.v, s) };
-        let (mut value, mut keep) = apply(op, l, r)?;
-        if is_comparison(op) && scalar_left {
-            value = r;
-        }
-        if ret_bool {
-            value = if keep { 1.0 } else { 0.0 };
-            keep = true;
-        }
-        if keep {
+        if let Some(value) = with_scalar(op, e.v, s, scalar_left, ret_bool)? {
             e.v = value;
             if drops_name(op) || ret_bool {
                 drop_name(&mut e.labels);
@@ -114,6 +105,28 @@ fn vector_scalar(
         }
     }
     Ok(Value::Vector(out))
+}
+
+/// A vector element's value `v` against the scalar `s` (on the left when `scalar_left`): the
+/// result, or None where a comparison without `bool` drops the element. A comparison keeps
+/// the vector's value.
+pub(crate) fn with_scalar(
+    op: TokenId,
+    v: f64,
+    s: f64,
+    scalar_left: bool,
+    ret_bool: bool,
+) -> Result<Option<f64>> {
+    let (l, r) = if scalar_left { (s, v) } else { (v, s) };
+    let (mut value, keep) = apply(op, l, r)?;
+    if is_comparison(op) && scalar_left {
+        value = r;
+    }
+    Ok(if ret_bool {
+        Some(if keep { 1.0 } else { 0.0 })
+    } else {
+        keep.then_some(value)
+    })
 }
 
 pub(crate) fn set_op(op: TokenId, l: Vec<Sample>, r: Vec<Sample>, b: &BinaryExpr) -> Vec<Sample> {
@@ -135,6 +148,42 @@ pub(crate) fn set_op(op: TokenId, l: Vec<Sample>, r: Vec<Sample>, b: &BinaryExpr
             out
         }
     }
+}
+
+/// The labels of a matched pair's result: the "many" side's, without the name where the
+/// operator drops it, kept to the `on`/`ignoring` labels for one-to-one matching, with the
+/// `group_left`/`group_right` labels taken from the "one" side (removed where it has none).
+pub(crate) fn result_labels(
+    mut labels: LabelSet,
+    one: &LabelSet,
+    op: TokenId,
+    ret_bool: bool,
+    one_to_one_matching: Option<&LabelModifier>,
+    include: &[String],
+) -> LabelSet {
+    if drops_name(op) || ret_bool {
+        drop_name(&mut labels);
+    }
+    match one_to_one_matching {
+        Some(LabelModifier::Include(ls)) => {
+            labels.retain(|k, _| ls.labels.iter().any(|l| l == k));
+        }
+        Some(LabelModifier::Exclude(ls)) => {
+            labels.retain(|k, _| !ls.labels.iter().any(|l| l == k));
+        }
+        None => {}
+    }
+    for name in include {
+        match one.get(name) {
+            Some(v) => {
+                labels.insert(name.clone(), v.clone());
+            }
+            None => {
+                labels.remove(name);
+            }
+        }
+    }
+    labels
 }
 
 pub(crate) fn vector_vector(
@@ -182,31 +231,15 @@ pub(crate) fn vector_vector(
         if !keep {
             continue;
         }
-        let mut labels = m.labels;
-        if drops_name(op) || ret_bool {
-            drop_name(&mut labels);
-        }
-        if matches!(card, VectorMatchCardinality::OneToOne) {
-            match matching {
-                Some(LabelModifier::Include(ls)) => {
-                    labels.retain(|k, _| ls.labels.iter().any(|l| l == k));
-                }
-                Some(LabelModifier::Exclude(ls)) => {
-                    labels.retain(|k, _| !ls.labels.iter().any(|l| l == k));
-                }
-                None => {}
-            }
-        }
-        for name in include {
-            match o.labels.get(name) {
-                Some(v) => {
-                    labels.insert(name.clone(), v.clone());
-                }
-                None => {
-                    labels.remove(name);
-                }
-            }
-        }
+        let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
+        let labels = result_labels(
+            m.labels,
+            &o.labels,
+            op,
+            ret_bool,
+            one_to_one.then_some(matching).flatten(),
+            include,
+        );
         if !matches!(card, VectorMatchCardinality::OneToOne) && !seen_out.insert(labels.clone()) {
             return Err(Error::Execution(
                 "multiple matches for labels: grouping labels must ensure unique matches".into(),

@@ -11,9 +11,9 @@ use promql_parser::parser::token::{T_LAND, T_LOR, TokenId};
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
 use super::{Grid, StepSeries};
-use crate::binary::{apply, drops_name, signature};
+use crate::binary::{apply, result_labels, signature};
 use crate::error::{Error, Result};
-use crate::value::{LabelSet, METRIC_NAME};
+use crate::value::LabelSet;
 
 /// Signature ids of the series of both sides: equal ids, equal signatures.
 fn signature_ids(
@@ -194,8 +194,8 @@ pub(super) fn arithmetic_steps(
                 Some((lo, idx)) if lo == o => idx,
                 _ => {
                     let idx = *pairs.entry((m, o)).or_insert_with(|| {
-                        let labels = output_labels(
-                            &many[m].labels,
+                        let labels = result_labels(
+                            many[m].labels.as_ref().clone(),
                             &one[o].labels,
                             op,
                             ret_bool,
@@ -232,39 +232,4 @@ pub(super) fn arithmetic_steps(
         }
     }
     Ok(out)
-}
-
-/// The labels of a matched pair's result, as the per-step operator builds them.
-fn output_labels(
-    many: &LabelSet,
-    one: &LabelSet,
-    op: TokenId,
-    ret_bool: bool,
-    one_to_one_matching: Option<&LabelModifier>,
-    include: &[String],
-) -> LabelSet {
-    let mut labels = many.clone();
-    if drops_name(op) || ret_bool {
-        labels.remove(METRIC_NAME);
-    }
-    match one_to_one_matching {
-        Some(LabelModifier::Include(ls)) => {
-            labels.retain(|k, _| ls.labels.iter().any(|l| l == k));
-        }
-        Some(LabelModifier::Exclude(ls)) => {
-            labels.retain(|k, _| !ls.labels.iter().any(|l| l == k));
-        }
-        None => {}
-    }
-    for name in include {
-        match one.get(name) {
-            Some(v) => {
-                labels.insert(name.clone(), v.clone());
-            }
-            None => {
-                labels.remove(name);
-            }
-        }
-    }
-    labels
 }

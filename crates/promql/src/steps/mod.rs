@@ -39,7 +39,7 @@ use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{AggregateExpr, BinaryExpr, Call, Expr, SubqueryExpr};
 
 use crate::aggregate::{group_key, quantile, rank, top_count};
-use crate::binary::{apply, drops_name, is_comparison};
+use crate::binary::{apply, drops_name, is_comparison, with_scalar};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluator, duration_ms, unparen};
 use crate::functions::range::{extreme, incremental_mean, range_arg_index, variance, window_value};
@@ -789,16 +789,7 @@ fn vector_scalar(
         let mut points = Vec::with_capacity(s.points.len());
         for &(t, v) in &s.points {
             let sc = scalars[g.index(t)];
-            let (l, r) = if scalar_left { (sc, v) } else { (v, sc) };
-            let (mut value, mut keep) = apply(op, l, r)?;
-            if is_comparison(op) && scalar_left {
-                value = r;
-            }
-            if ret_bool {
-                value = if keep { 1.0 } else { 0.0 };
-                keep = true;
-            }
-            if keep {
+            if let Some(value) = with_scalar(op, v, sc, scalar_left, ret_bool)? {
                 points.push((t, value));
             }
         }
