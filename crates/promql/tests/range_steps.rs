@@ -6,43 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use fleetmon_promql::{Engine, Error, LabelSet, Options, Source, Value};
-use fleetmon_tsdb::{Labels, Matcher, SeriesPoints};
+mod common;
 
-/// Series in memory; select filters by matchers and time.
-struct Mem(Vec<SeriesPoints>);
-
-impl Source for Mem {
-    fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<SeriesPoints> {
-        self.0
-            .iter()
-            .filter(|s| {
-                matchers
-                    .iter()
-                    .all(|m| m.matches(s.labels.get(&m.name).unwrap_or("")))
-            })
-            .map(|s| SeriesPoints {
-                labels: s.labels.clone(),
-                points: s
-                    .points
-                    .iter()
-                    .copied()
-                    .filter(|p| p.0 >= start && p.0 <= end)
-                    .collect(),
-            })
-            .filter(|s| !s.points.is_empty())
-            .collect()
-    }
-    fn series(&self, _: &[Matcher]) -> Vec<Labels> {
-        self.0.iter().map(|s| s.labels.clone()).collect()
-    }
-    fn label_names(&self, _: &[Matcher]) -> Vec<String> {
-        Vec::new()
-    }
-    fn label_values(&self, _: &str, _: &[Matcher]) -> Vec<String> {
-        Vec::new()
-    }
-}
+use common::Mem;
+use fleetmon_promql::{Engine, Error, LabelSet, Options, Value};
+use fleetmon_tsdb::{Labels, SeriesPoints};
 
 const S: i64 = 1000;
 const M: i64 = 60 * S;
