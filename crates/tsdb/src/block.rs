@@ -160,30 +160,20 @@ impl BlockWriter {
         let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
             return;
         };
-        self.n += 1;
-        self.min_t = Some(self.min_t.map_or(first.0, |m| m.min(first.0)));
-        self.max_t = Some(self.max_t.map_or(last.0, |m| m.max(last.0)));
-        let out = &mut self.out;
-        out.extend_from_slice(&id.to_le_bytes());
-        encode_labels(out, labels);
         let count = u32::try_from(samples.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&count.to_le_bytes());
-        out.extend_from_slice(&first.0.to_le_bytes());
-        out.extend_from_slice(&last.0.to_le_bytes());
         let (encoding, data) = if self.gorilla_only {
             (codec::GORILLA, crate::chunk::encode(samples))
         } else {
             encode_samples(samples)
         };
-        out.push(encoding);
-        out.extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_le_bytes());
-        out.extend_from_slice(&data);
+        self.put_entry(id, labels, count, (first.0, last.0), encoding, &data);
         let worth: Vec<(i64, Vec<Row>)> = self
             .rollups
             .iter()
             .map(|&res| (res, rollup::compute(samples, res)))
             .filter(|(_, rows)| rollup::worth_storing(rows.len(), samples.len()))
             .collect();
+        let out = &mut self.out;
         out.push(worth.len() as u8);
         let mut bytes = Vec::new();
         for (res, rows) in worth {
@@ -193,6 +183,49 @@ impl BlockWriter {
             out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
             out.extend_from_slice(&bytes);
         }
+    }
+
+    /// Appends one series already encoded as a Gorilla stream of `count` samples (sorted, one
+    /// per timestamp) from `span.0` to `span.1`: a head chunk copied as it is, without decoding
+    /// and encoding it again. Only for writers without rollups (a flush's level-0 blocks).
+    pub fn add_gorilla(
+        &mut self,
+        id: SeriesId,
+        labels: &Labels,
+        count: u32,
+        span: (i64, i64),
+        stream: &[u8],
+    ) {
+        debug_assert!(self.rollups.is_empty(), "rollups need the samples");
+        if count == 0 {
+            return;
+        }
+        self.put_entry(id, labels, count, span, codec::GORILLA, stream);
+        self.out.push(0);
+    }
+
+    /// The series entry up to its column: id, labels, count, time span, encoding, data.
+    fn put_entry(
+        &mut self,
+        id: SeriesId,
+        labels: &Labels,
+        count: u32,
+        (first, last): (i64, i64),
+        encoding: u8,
+        data: &[u8],
+    ) {
+        self.n += 1;
+        self.min_t = Some(self.min_t.map_or(first, |m| m.min(first)));
+        self.max_t = Some(self.max_t.map_or(last, |m| m.max(last)));
+        let out = &mut self.out;
+        out.extend_from_slice(&id.to_le_bytes());
+        encode_labels(out, labels);
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&first.to_le_bytes());
+        out.extend_from_slice(&last.to_le_bytes());
+        out.push(encoding);
+        out.extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(data);
     }
 
     /// Series written so far.

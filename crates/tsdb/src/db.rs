@@ -18,14 +18,15 @@ use tracing::{info, warn};
 
 use crate::backend::{Backend, FsBackend, write_atomic};
 use crate::block::{self, Block, BlockWriter};
+use crate::chunk::Decoder;
 use crate::commit::GroupCommit;
 use crate::compact;
 use crate::hash::FastSet;
-use crate::head::{Head, Placed};
+use crate::head::{Head, Placed, SeriesSamples};
 use crate::index::{Index, SeriesId};
 use crate::ooo;
 use crate::query::{Agg, Buckets, LastValue, QueryError, SeriesPoints, SeriesRollups};
-use crate::record::{self, KIND_META, KIND_SAMPLES, KIND_SERIES, Record};
+use crate::record::{self, KIND_META, KIND_PACKED_SAMPLES, KIND_SERIES, Record};
 use crate::retention::{self, Retention};
 use crate::rollup::{self, floor};
 use crate::series::{Labels, Matcher};
@@ -96,6 +97,9 @@ pub struct Options {
 /// new segment defining every series) every minute; the background flush's own thresholds
 /// (samples per series, head age) still apply.
 pub const WAL_FLUSH_MIN_SAMPLES_PER_SERIES: u64 = 30;
+
+/// Series whose labels a flush reads under one hold of the state lock.
+const LABELS_SLICE: usize = 1024;
 
 impl Default for Options {
     fn default() -> Self {
@@ -757,11 +761,9 @@ impl Inner {
     ) -> Result<AppendReport, DbError> {
         let mut payload = Vec::new();
         if !pending.samples.is_empty() {
-            payload.reserve(pending.samples.len() * record::SAMPLE_BYTES);
-            for &(id, t, v) in &pending.samples {
-                record::encode_sample(&mut payload, id, t, v);
-            }
-            frame(&mut framed, KIND_SAMPLES, &payload);
+            payload.reserve(pending.samples.len() * 8);
+            record::encode_packed_samples(&mut payload, &pending.samples);
+            frame(&mut framed, KIND_PACKED_SAMPLES, &payload);
         }
         if let Some(m) = meta {
             payload.clear();
@@ -1273,27 +1275,57 @@ impl Inner {
         // encoded blocks and the series at hand are held, not an uncompressed copy of the head.
         let window = self.options.block_window_ms;
         let mut writers: BTreeMap<i64, BlockWriter> = BTreeMap::new();
-        frozen.each_series(|id, samples| {
-            let Some(labels) = lock(&self.state).index.labels(id) else {
-                return;
+        fn writer_for(
+            writers: &mut BTreeMap<i64, BlockWriter>,
+            w: i64,
+            gorilla: bool,
+        ) -> &mut BlockWriter {
+            writers.entry(w).or_insert_with(|| {
+                let w = BlockWriter::new(0, &[]);
+                if gorilla { w.gorilla_only() } else { w }
+            })
+        }
+        let ids = frozen.series_ids();
+        for slice in ids.chunks(LABELS_SLICE) {
+            // Labels for a slice of series under one lock: appends hold the state lock while
+            // they fill the head, and taking it per series made the flush wait in line for
+            // every one.
+            let labels: Vec<Option<Labels>> = {
+                let st = lock(&self.state);
+                slice.iter().map(|&id| st.index.labels(id)).collect()
             };
-            let mut i = 0;
-            while i < samples.len() {
-                let w = floor(samples[i].0, window);
-                let j = i + samples[i..]
-                    .iter()
-                    .take_while(|s| floor(s.0, window) == w)
-                    .count();
-                writers
-                    .entry(w)
-                    .or_insert_with(|| {
-                        let w = BlockWriter::new(0, &[]);
-                        if gorilla { w.gorilla_only() } else { w }
-                    })
-                    .add(id, &labels, &samples[i..j]);
-                i = j;
+            for (&id, labels) in slice.iter().zip(labels) {
+                let (Some(labels), Some(samples)) = (labels, frozen.series_samples(id)) else {
+                    continue;
+                };
+                let samples = match samples {
+                    // A Gorilla flush copies a chunk within one window as it is.
+                    SeriesSamples::Chunk {
+                        count,
+                        span,
+                        stream,
+                    } if gorilla && floor(span.0, window) == floor(span.1, window) => {
+                        writer_for(&mut writers, floor(span.0, window), gorilla)
+                            .add_gorilla(id, &labels, count, span, stream);
+                        continue;
+                    }
+                    SeriesSamples::Chunk { count, stream, .. } => {
+                        Decoder::new(stream, count).collect::<Vec<_>>()
+                    }
+                    SeriesSamples::Decoded(samples) => samples,
+                };
+                let mut i = 0;
+                while i < samples.len() {
+                    let w = floor(samples[i].0, window);
+                    let j = i + samples[i..]
+                        .iter()
+                        .take_while(|s| floor(s.0, window) == w)
+                        .count();
+                    writer_for(&mut writers, w, gorilla).add(id, &labels, &samples[i..j]);
+                    i = j;
+                }
             }
-        });
+        }
         // Blocks are numbered after every existing one; only a flush (under the maintenance
         // lock) hands out new numbers.
         let first_seq = lock(&self.state).next_seq;

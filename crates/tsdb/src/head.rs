@@ -13,8 +13,10 @@ use crate::chunk::{Decoder, Encoder};
 use crate::index::SeriesId;
 use crate::ooo::OooBuffer;
 
-/// Samples per chunk before it is closed.
-pub const CHUNK_SAMPLES: u32 = 120;
+/// Samples per chunk before it is closed: more than a background flush cycle usually collects
+/// per series (`Options::flush_head_samples_per_series`, 120), so that a flush finds most
+/// series as one chunk and copies it into its block as it is.
+pub const CHUNK_SAMPLES: u32 = 240;
 /// Time span of a chunk before it is closed: 2 hours.
 pub const CHUNK_SPAN_MS: i64 = 2 * 3_600_000;
 
@@ -60,6 +62,7 @@ impl SeriesHead {
             && (self.open.count() >= CHUNK_SAMPLES || t - self.open_min_t >= CHUNK_SPAN_MS)
         {
             let open = std::mem::take(&mut self.open);
+            self.open = Encoder::expecting(open.bytes().len());
             let count = open.count();
             let max_t = open.last_t();
             self.closed.push(Chunk {
@@ -119,6 +122,19 @@ impl SeriesHead {
         out
     }
 
+    /// The series' samples as one in-order Gorilla stream, when that is all it has (no late
+    /// samples, one chunk): `(count, (first, last), stream)`.
+    fn single_chunk(&self) -> Option<(u32, (i64, i64), &[u8])> {
+        if self.ooo.is_some() {
+            return None;
+        }
+        match (self.closed.as_slice(), self.open.count()) {
+            ([c], 0) => Some((c.count, (c.min_t, c.max_t), &c.data)),
+            ([], n) if n > 0 => Some((n, (self.open_min_t, self.open.last_t()), self.open.bytes())),
+            _ => None,
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.closed.is_empty() && self.open.count() == 0 && self.ooo.is_none()
     }
@@ -129,6 +145,20 @@ impl SeriesHead {
             + self.open.heap_bytes()
             + self.ooo.as_ref().map_or(0, |o| 24 + o.heap_bytes())
     }
+}
+
+/// One series' head samples, as [`Head::series_samples`] hands them out.
+#[derive(Debug)]
+pub enum SeriesSamples<'a> {
+    /// One in-order Gorilla stream ([`crate::chunk`]) of `count` samples from `span.0` to
+    /// `span.1`.
+    Chunk {
+        count: u32,
+        span: (i64, i64),
+        stream: &'a [u8],
+    },
+    /// Sorted, deduplicated samples.
+    Decoded(Vec<(i64, f64)>),
 }
 
 /// What [`Head::append`] did with a sample.
@@ -237,17 +267,33 @@ impl Head {
         out
     }
 
-    /// Calls `each` with every series that has samples, in id order, and its samples sorted
-    /// and deduplicated (later writes win) — decoded one series at a time, for writing blocks
-    /// without an uncompressed copy of the whole head.
-    pub fn each_series(&self, mut each: impl FnMut(SeriesId, Vec<(i64, f64)>)) {
-        for (idx, s) in self.series.iter().enumerate() {
-            let Some(s) = s else { continue };
-            if s.is_empty() {
-                continue;
-            }
-            each(idx as SeriesId, s.samples());
+    /// Ids of the series that have samples, ascending.
+    pub fn series_ids(&self) -> Vec<SeriesId> {
+        self.series
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.as_ref().is_some_and(|s| !s.is_empty()))
+            .map(|(idx, _)| idx as SeriesId)
+            .collect()
+    }
+
+    /// One series' samples, for writing blocks one series at a time (no uncompressed copy of
+    /// the whole head). A series held as one in-order chunk (the common case between two
+    /// flushes) comes as its encoded stream; any other as its samples, sorted and
+    /// deduplicated (later writes win). `None` when it has no samples.
+    pub fn series_samples(&self, id: SeriesId) -> Option<SeriesSamples<'_>> {
+        let s = self.series.get(id as usize)?.as_ref()?;
+        if s.is_empty() {
+            return None;
         }
+        Some(match s.single_chunk() {
+            Some((count, span, stream)) => SeriesSamples::Chunk {
+                count,
+                span,
+                stream,
+            },
+            None => SeriesSamples::Decoded(s.samples()),
+        })
     }
 
     /// Moves every sample into a new head (for a flush to write), leaving this one with the
@@ -259,10 +305,13 @@ impl Head {
             .map(|s| {
                 let s = s.as_mut().filter(|s| !s.is_empty())?;
                 let last = s.last;
+                // The next flush cycle will likely write about what this one did.
+                let open = Encoder::expecting(s.open.bytes().len());
                 Some(Box::new(std::mem::replace(
                     &mut **s,
                     SeriesHead {
                         last,
+                        open,
                         ..SeriesHead::default()
                     },
                 )))
@@ -331,7 +380,7 @@ mod tests {
         let Some(Some(s)) = h.series.get(3) else {
             panic!()
         };
-        assert_eq!(s.closed.len(), 8);
+        assert_eq!(s.closed.len(), 999 / CHUNK_SAMPLES as usize);
         assert_eq!(h.last(3), Some((999_000, 999.0)));
     }
 
@@ -350,8 +399,30 @@ mod tests {
             h.snapshot(),
             vec![(0, vec![(10, 9.0), (20, 2.0), (30, 4.0)])]
         );
+        for t in 0..5 {
+            h.append(1, t, 1.5);
+        }
         let mut each = Vec::new();
-        h.each_series(|id, samples| each.push((id, samples)));
+        for id in h.series_ids() {
+            let Some(samples) = h.series_samples(id) else {
+                panic!("series {id} has samples")
+            };
+            each.push(match samples {
+                SeriesSamples::Chunk {
+                    count,
+                    span,
+                    stream,
+                } => {
+                    assert_eq!(
+                        (id, count, span),
+                        (1, 5, (0, 4)),
+                        "in order: the chunk as it is"
+                    );
+                    (id, Decoder::new(stream, count).collect())
+                }
+                SeriesSamples::Decoded(samples) => (id, samples),
+            });
+        }
         assert_eq!(each, h.snapshot());
         h.clear_samples();
         assert!(h.snapshot().is_empty());

@@ -144,7 +144,7 @@ fn wal_corruption_matrix_keeps_exactly_the_intact_prefix() {
             let mut want = Model::new();
             let mut want_metas = Vec::new();
             for &(_, _, k, i) in &owners[..pos] {
-                if k == fleetmon_tsdb::record::KIND_SAMPLES {
+                if k == fleetmon_tsdb::record::KIND_PACKED_SAMPLES {
                     want.entry(format!("d{}", i % 2))
                         .or_default()
                         .insert(T0 + i as i64 * 1000, i as f64);
@@ -319,4 +319,38 @@ fn a_full_disk_gives_backpressure_not_corruption_and_ingest_resumes() {
     let got: Vec<i64> = contents(&db)["full"].keys().map(|t| t - T0).collect();
     assert_eq!(got, vec![0, 10, 11]);
     assert_eq!(db.stats().wal_corruptions, 0);
+}
+
+#[test]
+fn a_wal_of_unpacked_samples_records_still_replays() {
+    // What earlier versions wrote: samples as kind-2 records of 20 bytes each.
+    use fleetmon_tsdb::record::{self, KIND_SAMPLES, KIND_SERIES};
+    use fleetmon_tsdb::wal::frame;
+    let mut segment = SEGMENT_MAGIC.to_vec();
+    let mut payload = Vec::new();
+    for (id, device) in [(0, "d0"), (1, "d1")] {
+        payload.clear();
+        record::encode_series(&mut payload, id, &labels(device));
+        frame(&mut segment, KIND_SERIES, &payload);
+    }
+    payload.clear();
+    record::encode_sample(&mut payload, 0, T0, 1.5);
+    record::encode_sample(&mut payload, 1, T0 + 10, f64::NAN);
+    record::encode_sample(&mut payload, 0, T0 + 1000, -0.0);
+    frame(&mut segment, KIND_SAMPLES, &payload);
+    let mem = MemBackend::new();
+    mem.put(&segment_name(1), segment);
+    let (db, _) = open(Arc::new(mem.clone()));
+    assert_eq!(db.stats().wal_corruptions, 0);
+    let got = contents(&db);
+    assert_eq!(got["d0"][&T0], 1.5);
+    assert_eq!(got["d0"][&(T0 + 1000)].to_bits(), (-0.0f64).to_bits());
+    assert!(got["d1"][&(T0 + 10)].is_nan());
+    // New appends go on in the packed form, and both replay together.
+    matrix_append(&db, 2).unwrap();
+    drop(db);
+    let (db, _) = open(Arc::new(mem));
+    let got = contents(&db);
+    assert_eq!(got["d0"].len(), 3);
+    assert_eq!(got["d0"][&(T0 + 2000)], 2.0);
 }
