@@ -8,7 +8,7 @@
 //! higher `seq` wins, as the head wins over all blocks. Layout in `docs/tsdb.md`.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -17,12 +17,15 @@ use tracing::warn;
 use crate::backend::{Backend, RandomRead};
 use crate::codec::{self, decode_samples, encode_samples};
 use crate::index::SeriesId;
-use crate::record::{Reader, RecordError, encode_labels};
+use crate::record::{Reader, RecordError, put_varint, unzigzag, zigzag};
 use crate::rollup::{self, Row};
 use crate::series::Labels;
 
-/// First bytes of a block file.
-pub const BLOCK_MAGIC: &[u8; 8] = b"FMTSBLK1";
+/// First bytes of a block file: the current format, labels and entry fields packed.
+pub const BLOCK_MAGIC: &[u8; 8] = b"FMTSBLK2";
+/// First bytes of a block in the first format (full labels and fixed-width fields in every
+/// series entry); still read.
+pub const BLOCK_MAGIC_V1: &[u8; 8] = b"FMTSBLK1";
 
 /// Errors reading a block.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +129,10 @@ pub struct BlockWriter {
     rollups: Vec<i64>,
     /// Gorilla for every series, skipping the codec choice (pco costs ~8× Gorilla's CPU).
     gorilla_only: bool,
+    /// Label names and values written so far, by number: later entries refer to them.
+    strings: HashMap<String, u64>,
+    /// The previous entry's first timestamp (entries store theirs as a difference).
+    prev_min_t: i64,
 }
 
 impl BlockWriter {
@@ -145,7 +152,23 @@ impl BlockWriter {
             max_t: None,
             rollups: rollups.iter().take(usize::from(u8::MAX)).copied().collect(),
             gorilla_only: false,
+            strings: HashMap::new(),
+            prev_min_t: 0,
         }
+    }
+
+    /// A label name or value: a reference to an earlier one (its number + 1), or 0, its
+    /// length and its bytes, after which it has the next number.
+    fn put_string(&mut self, s: &str) {
+        if let Some(&n) = self.strings.get(s) {
+            put_varint(&mut self.out, n + 1);
+            return;
+        }
+        let n = self.strings.len() as u64;
+        self.strings.insert(s.to_owned(), n);
+        put_varint(&mut self.out, 0);
+        put_varint(&mut self.out, s.len() as u64);
+        self.out.extend_from_slice(s.as_bytes());
     }
 
     /// Encodes every series as Gorilla: for blocks that will soon be merged (and then get the
@@ -217,14 +240,19 @@ impl BlockWriter {
         self.n += 1;
         self.min_t = Some(self.min_t.map_or(first, |m| m.min(first)));
         self.max_t = Some(self.max_t.map_or(last, |m| m.max(last)));
+        put_varint(&mut self.out, u64::from(id));
+        put_varint(&mut self.out, labels.len() as u64);
+        for (k, v) in labels.iter() {
+            self.put_string(k);
+            self.put_string(v);
+        }
         let out = &mut self.out;
-        out.extend_from_slice(&id.to_le_bytes());
-        encode_labels(out, labels);
-        out.extend_from_slice(&count.to_le_bytes());
-        out.extend_from_slice(&first.to_le_bytes());
-        out.extend_from_slice(&last.to_le_bytes());
+        put_varint(out, u64::from(count));
+        put_varint(out, zigzag(first.wrapping_sub(self.prev_min_t)));
+        put_varint(out, zigzag(last.wrapping_sub(first)));
+        self.prev_min_t = first;
         out.push(encoding);
-        out.extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_le_bytes());
+        put_varint(out, data.len() as u64);
         out.extend_from_slice(data);
     }
 
@@ -281,6 +309,49 @@ pub fn last_write_wins(samples: &mut Vec<(i64, f64)>) {
     }
 }
 
+/// A series entry's fields before its column in the packed format (`docs/tsdb.md`): id,
+/// labels, count, first and last timestamp.
+fn read_packed_entry(
+    r: &mut Reader<'_>,
+    strings: &mut Vec<String>,
+    prev_min_t: i64,
+) -> Result<(SeriesId, Labels, u32, i64, i64), RecordError> {
+    let id = r.varint()?;
+    let id = SeriesId::try_from(id).map_err(|_| RecordError::OutOfRange("series id"))?;
+    let n = r.varint()?;
+    // Each label takes at least two bytes: never reserve more than the block can hold.
+    let n = usize::try_from(n)
+        .ok()
+        .filter(|&n| n <= r.bytes.len() / 2)
+        .ok_or(RecordError::OutOfRange("label count"))?;
+    let mut pairs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let k = read_string(r, strings)?;
+        pairs.push((k, read_string(r, strings)?));
+    }
+    let count = u32::try_from(r.varint()?).map_err(|_| RecordError::OutOfRange("count"))?;
+    let min_t = prev_min_t.wrapping_add(unzigzag(r.varint()?));
+    let max_t = min_t.wrapping_add(unzigzag(r.varint()?));
+    Ok((id, Labels::from_sorted(pairs), count, min_t, max_t))
+}
+
+/// A label name or value of the packed format: a new string, or a reference to an earlier one.
+fn read_string(r: &mut Reader<'_>, strings: &mut Vec<String>) -> Result<String, RecordError> {
+    match r.varint()? {
+        0 => {
+            let len = usize::try_from(r.varint()?).map_err(|_| RecordError::Short)?;
+            let s = String::from_utf8(r.take(len)?.to_vec()).map_err(|_| RecordError::Utf8)?;
+            strings.push(s.clone());
+            Ok(s)
+        }
+        n => usize::try_from(n - 1)
+            .ok()
+            .and_then(|i| strings.get(i))
+            .cloned()
+            .ok_or(RecordError::StringRef(n - 1, strings.len())),
+    }
+}
+
 impl Block {
     /// Parses and verifies a block held in memory.
     pub fn decode(name: &str, data: Vec<u8>) -> Result<(Block, SeriesTable), BlockError> {
@@ -318,11 +389,15 @@ impl Block {
             name: name.to_owned(),
             source,
         };
-        if data.len() < BLOCK_MAGIC.len() + 4 || &data[..BLOCK_MAGIC.len()] != BLOCK_MAGIC {
-            return Err(BlockError::Magic {
-                name: name.to_owned(),
-            });
-        }
+        let packed = match data.get(..BLOCK_MAGIC.len()) {
+            Some(m) if m == BLOCK_MAGIC && data.len() >= BLOCK_MAGIC.len() + 4 => true,
+            Some(m) if m == BLOCK_MAGIC_V1 && data.len() >= BLOCK_MAGIC.len() + 4 => false,
+            _ => {
+                return Err(BlockError::Magic {
+                    name: name.to_owned(),
+                });
+            }
+        };
         let body = data.len() - 4;
         let stored =
             u32::from_le_bytes([data[body], data[body + 1], data[body + 2], data[body + 3]]);
@@ -343,12 +418,26 @@ impl Block {
         let mut series = Vec::with_capacity(n as usize);
         let mut table = Vec::with_capacity(n as usize);
         let mut samples = 0u64;
+        let mut strings = Vec::new();
+        let mut prev_min_t = 0i64;
         for _ in 0..n {
-            let id = r.u32().map_err(dec)?;
-            table.push((id, r.labels().map_err(dec)?));
-            let count = r.u32().map_err(dec)?;
-            let s_min = r.i64().map_err(dec)?;
-            let s_max = r.i64().map_err(dec)?;
+            let (id, labels, count, s_min, s_max) = if packed {
+                let e = read_packed_entry(&mut r, &mut strings, prev_min_t).map_err(dec)?;
+                prev_min_t = e.3;
+                e
+            } else {
+                let id = r.u32().map_err(dec)?;
+                let labels = r.labels().map_err(dec)?;
+                let count = r.u32().map_err(dec)?;
+                (
+                    id,
+                    labels,
+                    count,
+                    r.i64().map_err(dec)?,
+                    r.i64().map_err(dec)?,
+                )
+            };
+            table.push((id, labels));
             let encoding = r.take(1).map_err(dec)?[0];
             if encoding != codec::GORILLA && encoding != codec::PCO {
                 return Err(BlockError::Encoding {
@@ -356,7 +445,12 @@ impl Block {
                     encoding,
                 });
             }
-            let len = r.u32().map_err(dec)? as usize;
+            let len = if packed {
+                usize::try_from(r.varint().map_err(dec)?)
+                    .map_err(|_| dec(RecordError::OutOfRange("column length")))?
+            } else {
+                r.u32().map_err(dec)? as usize
+            };
             let start = pos(&r);
             r.take(len).map_err(dec)?;
             let nroll = r.take(1).map_err(dec)?[0];
@@ -531,12 +625,9 @@ mod tests {
     }
 
     /// The encoder before `BlockWriter`, kept as the reference for the format: each series also gets rollup rows at each of `rollups` (ms).
-    fn encode_block_before(
-        seq: u64,
-        level: u8,
-        series: &[SeriesInput],
-        rollups: &[i64],
-    ) -> Vec<u8> {
+    /// The first block format, written whole (what `BlockWriter` wrote before the packed
+    /// format): the reference both formats must agree with.
+    fn encode_block_v1(seq: u64, level: u8, series: &[SeriesInput], rollups: &[i64]) -> Vec<u8> {
         let min_t = series
             .iter()
             .filter_map(|s| s.samples.first())
@@ -549,7 +640,7 @@ mod tests {
             .map(|s| s.0)
             .max()
             .unwrap_or(0);
-        let mut out = BLOCK_MAGIC.to_vec();
+        let mut out = BLOCK_MAGIC_V1.to_vec();
         out.extend_from_slice(&seq.to_le_bytes());
         out.push(level);
         out.extend_from_slice(&min_t.to_le_bytes());
@@ -558,7 +649,7 @@ mod tests {
         out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
         for s in series.iter().filter(|s| !s.samples.is_empty()) {
             out.extend_from_slice(&s.id.to_le_bytes());
-            encode_labels(&mut out, &s.labels);
+            crate::record::encode_labels(&mut out, &s.labels);
             let count = u32::try_from(s.samples.len()).unwrap_or(u32::MAX);
             out.extend_from_slice(&count.to_le_bytes());
             out.extend_from_slice(&s.samples[0].0.to_le_bytes());
@@ -595,7 +686,7 @@ mod tests {
     }
 
     #[test]
-    fn streamed_writer_writes_the_same_bytes_as_before() {
+    fn both_formats_hold_the_same_series() {
         let mut series = input();
         series.push(SeriesInput {
             id: 9,
@@ -611,16 +702,27 @@ mod tests {
         });
         for rollups in [&[][..], &rollup::RESOLUTIONS_MS[..], &[1_000, 60_000][..]] {
             for level in [0, 1] {
+                let packed = encode_block(77, level, &series, rollups);
+                let v1 = encode_block_v1(77, level, &series, rollups);
+                assert!(packed.len() < v1.len());
+                let (a, ta) = Block::decode("a", packed).unwrap();
+                let (b, tb) = Block::decode("b", v1).unwrap();
+                assert_eq!(ta, tb);
                 assert_eq!(
-                    encode_block(77, level, &series, rollups),
-                    encode_block_before(77, level, &series, rollups)
+                    (a.seq, a.level, a.min_t, a.max_t, a.samples),
+                    (b.seq, b.level, b.min_t, b.max_t, b.samples)
                 );
+                for (id, _) in &ta {
+                    assert_eq!(a.samples_of(*id), b.samples_of(*id));
+                    for &res in rollups {
+                        assert_eq!(a.rollup(*id, res), b.rollup(*id, res));
+                    }
+                }
             }
         }
-        assert_eq!(
-            encode_block(1, 0, &[], &[]),
-            encode_block_before(1, 0, &[], &[])
-        );
+        let (a, _) = Block::decode("a", encode_block(1, 0, &[], &[])).unwrap();
+        let (b, _) = Block::decode("b", encode_block_v1(1, 0, &[], &[])).unwrap();
+        assert_eq!((a.series.len(), a.samples), (b.series.len(), b.samples));
     }
 
     #[test]

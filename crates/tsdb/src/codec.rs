@@ -11,7 +11,7 @@
 //!   integer-valued and low-precision floats.
 
 use pco::standalone::{simple_compress, simple_decompress};
-use pco::{ChunkConfig, DeltaSpec};
+use pco::{ChunkConfig, DeltaSpec, ModeSpec};
 
 use crate::chunk::{Decoder, encode};
 
@@ -45,10 +45,30 @@ fn pco_config() -> ChunkConfig {
         .with_delta_spec(DeltaSpec::TryConsecutive(1))
 }
 
+/// Timestamps on a grid of whole seconds with a little jitter (a device's collection schedule,
+/// e.g. every 10 s at ~10–20 ms after the second) are stored as whole seconds (first-order
+/// deltas: nearly free on a regular schedule) plus the milliseconds past the second, which
+/// pco's own mode detection does not find: 0.09 bytes a sample less on the fleet mix
+/// (`benches/codec.rs`). Only for 256 timestamps or more whose milliseconds past the second
+/// all fall within 200 ms of each other: on shorter columns the second latent's header costs
+/// more than it saves, and with wider spreads the plain deltas are smaller.
+fn timestamps_config(ts: &[i64]) -> ChunkConfig {
+    const SECOND_MS: i64 = 1000;
+    let (lo, hi) = ts.iter().fold((i64::MAX, i64::MIN), |(lo, hi), t| {
+        let ms = t.rem_euclid(SECOND_MS);
+        (lo.min(ms), hi.max(ms))
+    });
+    if ts.len() >= 256 && hi - lo < 200 {
+        pco_config().with_mode_spec(ModeSpec::TryIntMult(SECOND_MS as u64))
+    } else {
+        pco_config()
+    }
+}
+
 fn pco_encode(samples: &[(i64, f64)]) -> Option<Vec<u8>> {
     let ts: Vec<i64> = samples.iter().map(|s| s.0).collect();
     let vs: Vec<f64> = samples.iter().map(|s| s.1).collect();
-    let ts = simple_compress(&ts, &pco_config()).ok()?;
+    let ts = simple_compress(&ts, &timestamps_config(&ts)).ok()?;
     let vs = simple_compress(&vs, &pco_config()).ok()?;
     let mut out = Vec::with_capacity(4 + ts.len() + vs.len());
     out.extend_from_slice(&u32::try_from(ts.len()).ok()?.to_le_bytes());
@@ -151,5 +171,26 @@ mod tests {
         assert!(decode_samples(enc, &bytes, 719).is_err());
         assert!(decode_samples(enc, &bytes[..bytes.len() / 2], 720).is_err());
         assert!(decode_samples(9, &bytes, 720).is_err());
+    }
+
+    #[test]
+    fn jittered_seconds_cost_less_than_plain_timestamps() {
+        let mut rng = fastrand::Rng::with_seed(4);
+        let grid: Vec<i64> = (0..720)
+            .map(|i| 1_767_225_600_000 + i * 10_000 + rng.i64(0..20))
+            .collect();
+        let size = |ts: &[i64], config: &ChunkConfig| simple_compress(ts, config).unwrap().len();
+        let seconds = size(&grid, &timestamps_config(&grid));
+        let plain = size(&grid, &pco_config());
+        assert!(seconds * 10 < plain * 9, "{seconds} vs {plain} bytes");
+        // Timestamps anywhere in the second keep the plain encoding.
+        let drifting: Vec<i64> = (0..720).map(|i| i * 10_037).collect();
+        assert_eq!(
+            size(&drifting, &timestamps_config(&drifting)),
+            size(&drifting, &pco_config())
+        );
+        let samples: Vec<(i64, f64)> = grid.iter().map(|&t| (t, 1.0)).collect();
+        let (enc, bytes) = encode_samples(&samples);
+        assert_eq!(decode_samples(enc, &bytes, 720).unwrap(), samples);
     }
 }

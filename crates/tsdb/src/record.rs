@@ -49,6 +49,10 @@ pub enum RecordError {
     Varint,
     #[error("series id {0} out of range")]
     SeriesId(i64),
+    #[error("{0} out of range")]
+    OutOfRange(&'static str),
+    #[error("string reference {0} beyond the {1} strings defined so far")]
+    StringRef(u64, usize),
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -70,7 +74,7 @@ pub fn encode_sample(out: &mut Vec<u8>, id: SeriesId, t: i64, v: f64) {
     out.extend_from_slice(&v.to_bits().to_le_bytes());
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -78,11 +82,11 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn zigzag(v: i64) -> u64 {
+pub(crate) fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
-fn unzigzag(z: u64) -> i64 {
+pub(crate) fn unzigzag(z: u64) -> i64 {
     ((z >> 1) as i64) ^ -((z & 1) as i64)
 }
 
