@@ -223,8 +223,10 @@ struct State {
     /// Ascending by `seq`.
     blocks: Vec<Arc<Block>>,
     next_seq: u64,
-    /// Series whose definition is durable in the current WAL (or a block).
+    /// Series whose definition is durable in the WAL since the last freeze.
     defined: Defined,
+    /// Counts freezes: a freeze starts a WAL segment in which no series is defined yet.
+    generation: u64,
     metas: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
@@ -237,6 +239,9 @@ struct QuerySeries {
 
 /// Samples and metadata of one append, applied once durable.
 struct Pending {
+    /// The WAL generation (`State::generation`) the append was prepared in: its `defined`
+    /// check holds only for that generation's segment.
+    generation: u64,
     defined: FastSet<SeriesId>,
     samples: Vec<(SeriesId, i64, f64)>,
     meta: Option<Meta>,
@@ -401,6 +406,7 @@ impl Db {
             blocks: Vec::new(),
             next_seq: 1,
             defined: Defined::default(),
+            generation: 0,
             metas: BTreeMap::new(),
         };
         let mut opened = Stats::default();
@@ -679,12 +685,14 @@ impl Inner {
         let mut report = AppendReport::default();
         let mut framed = Vec::new();
         let mut pending = Pending {
+            generation: 0,
             defined: FastSet::default(),
             samples: Vec::with_capacity(samples.len()),
             meta: meta.cloned(),
         };
         {
             let mut st = lock(&self.state);
+            pending.generation = st.generation;
             let newest = st.head.newest();
             let mut payload = Vec::new();
             let before = st.index.len();
@@ -724,12 +732,14 @@ impl Inner {
         let mut report = AppendReport::default();
         let mut framed = Vec::new();
         let mut pending = Pending {
+            generation: 0,
             defined: FastSet::default(),
             samples: Vec::with_capacity(samples.len()),
             meta: meta.cloned(),
         };
         {
             let st = lock(&self.state);
+            pending.generation = st.generation;
             let newest = st.head.newest();
             let mut payload = Vec::new();
             for &(id, t, v) in samples {
@@ -780,9 +790,17 @@ impl Inner {
         let ooo = AtomicU64::new(0);
         let sink = |bytes: &[u8], items: Vec<Pending>| -> Result<(), String> {
             let mut wal = lock(&self.wal);
-            wal.write_group(bytes).map_err(|e| e.to_string())?;
+            // Holding the WAL lock, no freeze can start a new segment until this group is in.
+            let (late, late_ids) = self.definitions_for_late(&items);
+            if late.is_empty() {
+                wal.write_group(bytes)
+            } else {
+                wal.write_group(&[late.as_slice(), bytes].concat())
+            }
+            .map_err(|e| e.to_string())?;
             self.counters.syncs.fetch_add(1, Ordering::Relaxed);
             let mut st = lock(&self.state);
+            st.defined.extend(late_ids);
             let horizon = (self.options.clock)().saturating_add(self.options.max_future_ms);
             st.head.set_horizon(horizon);
             if st.head_since.is_none() {
@@ -825,6 +843,35 @@ impl Inner {
                 Err(DbError::NotDurable(e))
             }
         }
+    }
+
+    /// Series definitions that appends prepared before the latest freeze still need: their
+    /// samples go into the segment the freeze started, in which only what was appended since
+    /// is defined, while they skipped the definitions the previous segment held. Framed, and
+    /// the ids they define. Empty (no allocation) in the common case. Call with the WAL lock
+    /// held.
+    fn definitions_for_late(&self, items: &[Pending]) -> (Vec<u8>, Vec<SeriesId>) {
+        let st = lock(&self.state);
+        let mut framed = Vec::new();
+        let mut ids = Vec::new();
+        let mut seen = FastSet::default();
+        let mut payload = Vec::new();
+        for p in items.iter().filter(|p| p.generation != st.generation) {
+            for &(id, _, _) in &p.samples {
+                if st.defined.contains(id) || p.defined.contains(&id) || !seen.insert(id) {
+                    continue;
+                }
+                // Items of this group defining `id` themselves come after the prefix, but
+                // a second definition is harmless.
+                if let Some(labels) = st.index.labels(id) {
+                    payload.clear();
+                    record::encode_series(&mut payload, id, &labels);
+                    frame(&mut framed, KIND_SERIES, &payload);
+                    ids.push(id);
+                }
+            }
+        }
+        (framed, ids)
     }
 
     /// Background flush threshold in head samples (`None`: no background flushing).
@@ -1233,7 +1280,8 @@ impl Inner {
 
     /// The head a flush writes, and the last WAL segment holding its samples: a head a failed
     /// flush left behind, or else the live head, replaced by an empty one (last values kept)
-    /// as a new WAL segment starts (carrying series definitions and the latest metadata).
+    /// as a new WAL segment starts (carrying the latest metadata; series are defined in it
+    /// again as appends use them).
     /// Only this step holds the WAL and state locks.
     fn freeze(&self) -> Result<(Arc<Head>, u64), DbError> {
         let mut wal = lock(&self.wal);
@@ -1241,25 +1289,19 @@ impl Inner {
         if let Some((frozen, previous)) = &st.flushing {
             return Ok((frozen.clone(), *previous));
         }
+        // The new segment starts with the latest metadata only; series are defined in it as
+        // appends first use them (at 5.7 M series, writing every definition at each freeze
+        // took hundreds of MB and held both locks meanwhile).
         let mut preamble = Vec::new();
         let mut payload = Vec::new();
-        let ids: Vec<SeriesId> = st.index.all_ids().collect();
-        for &id in &ids {
-            if let Some(labels) = st.index.labels(id) {
-                payload.clear();
-                record::encode_series(&mut payload, id, &labels);
-                frame(&mut preamble, KIND_SERIES, &payload);
-            }
-        }
         for (k, v) in &st.metas {
             payload.clear();
             record::encode_meta(&mut payload, k, v);
             frame(&mut preamble, KIND_META, &payload);
         }
         let previous = wal.rotate(&preamble)?;
-        // Only now are all series defined in the live WAL (a failed append may have created
-        // ids whose definition never became durable).
-        st.defined.extend(ids);
+        st.defined = Defined::default();
+        st.generation += 1;
         let frozen = Arc::new(st.head.take_samples());
         st.head_since = None;
         self.head_samples.store(0, Ordering::Relaxed);
@@ -1496,5 +1538,64 @@ impl Inner {
             index_heap_bytes: st.index.heap_bytes() as u64,
             ..self.opened.clone()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemBackend;
+
+    #[test]
+    fn an_append_prepared_before_a_freeze_defines_its_series_in_the_new_segment() {
+        let mem = MemBackend::new();
+        let open = || {
+            let backend: Arc<dyn Backend> = Arc::new(mem.clone());
+            Db::open(backend, Options::default(), &mut |_, _| {}).unwrap()
+        };
+        let db = open();
+        let labels = Labels::from_metric("cpu", [("device", "d1")]).unwrap();
+        let x = db.resolve(&labels);
+        let t0 = 1_767_225_600_000;
+        db.append_ids(&[(x, t0, 1.0)], None).unwrap();
+        // The race, step by step: an append prepared while `x` is defined in the live
+        // segment (so it carries no definition)…
+        let (generation, defined_then) = {
+            let st = lock(&db.inner.state);
+            (st.generation, st.defined.contains(x))
+        };
+        assert!(defined_then);
+        let pending = Pending {
+            generation,
+            defined: FastSet::default(),
+            samples: vec![(x, t0 + 10_000, 2.0)],
+            meta: None,
+        };
+        let mut payload = Vec::new();
+        record::encode_packed_samples(&mut payload, &pending.samples);
+        let mut framed = Vec::new();
+        frame(&mut framed, KIND_PACKED_SAMPLES, &payload);
+        // …then a freeze starts a new segment, then the append is written into it.
+        db.inner.freeze().unwrap();
+        db.inner
+            .commit_pending(framed, pending, None, AppendReport::default())
+            .unwrap();
+        // The flush completes (the old segment is covered by blocks from here on), and
+        // retention deletes the block: only the new segment knows the sample.
+        db.flush().unwrap();
+        for name in mem.list().unwrap() {
+            if block::is_block_name(&name) {
+                mem.remove(&name).unwrap();
+            }
+        }
+        drop(db);
+        let db = open();
+        let got = db.select(&[], i64::MIN, i64::MAX);
+        assert_eq!(
+            got.len(),
+            1,
+            "the series is defined again in the new segment"
+        );
+        assert_eq!(got[0].points, vec![(t0 + 10_000, 2.0)]);
     }
 }
