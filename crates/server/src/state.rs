@@ -100,9 +100,8 @@ impl State {
         }
         let mut new = std::collections::HashSet::new();
         for s in &batch.samples {
-            let key = (s.metric.clone(), s.labels.clone());
-            if known.is_none_or(|k| !k.contains_key(&key)) {
-                new.insert(key);
+            if known.is_none_or(|k| !k.contains(&s.metric, &s.labels)) {
+                new.insert((&s.metric, &s.labels));
             }
         }
         if have + new.len() > limit {

@@ -79,9 +79,9 @@ impl PortBaselines {
     fn new_ports(&mut self, id: &str, d: &Device, now_ms: i64) -> Option<usize> {
         let open: Vec<&BTreeMap<String, String>> = d
             .last_values
-            .iter()
-            .filter(|((m, _), (_, v))| m == "listening_port" && *v > 0.5)
-            .map(|((_, labels), _)| labels)
+            .of("listening_port")
+            .filter(|&(_, _, v)| v > 0.5)
+            .map(|(labels, _, _)| labels)
             .collect();
         if open.is_empty() && !self.devices.contains_key(id) {
             return None;
@@ -277,7 +277,7 @@ pub fn forecast_targets(registry: &Registry) -> Vec<ForecastTarget> {
     registry
         .iter()
         .filter_map(|(id, d)| {
-            let has = |metric: &str| d.last_values.keys().any(|(m, _)| m == metric);
+            let has = |metric: &str| d.last_values.has_metric(metric);
             let (battery, disk) = (has("battery_charge_ratio"), has("filesystem_avail_bytes"));
             (battery || disk).then(|| ForecastTarget {
                 id: id.clone(),

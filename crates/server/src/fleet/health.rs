@@ -110,9 +110,8 @@ impl Checker {
 /// The largest last value of `metric` over its series, and the series' distinguishing label.
 fn worst(d: &Device, metric: &str, label: &str, higher_is_worse: bool) -> Option<(f64, String)> {
     d.last_values
-        .iter()
-        .filter(|((m, _), _)| m == metric)
-        .map(|((_, labels), &(_, v))| {
+        .of(metric)
+        .map(|(labels, _, v)| {
             let who = labels
                 .get(label)
                 .map(|l| format!(" {l}"))
@@ -209,8 +208,8 @@ pub fn assess(
     if let Some((charge, who)) = worst(d, "battery_charge_ratio", "battery", false) {
         let discharging = d
             .last_values
-            .iter()
-            .any(|((m, _), &(_, v))| m == "battery_discharging" && v > 0.5);
+            .of("battery_discharging")
+            .any(|(_, _, v)| v > 0.5);
         let level = if charge <= t.battery_critical {
             Some(Level::Critical)
         } else if charge <= t.battery_warning {

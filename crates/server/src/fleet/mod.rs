@@ -26,6 +26,7 @@ pub mod energy;
 pub mod firmware;
 pub mod health;
 pub mod integrity;
+pub mod last_values;
 pub mod limits;
 pub mod link;
 pub mod series_refs;
@@ -36,6 +37,7 @@ pub mod trend;
 use std::collections::{BTreeMap, HashMap};
 
 use fleetmon_protocol::Batch;
+pub use last_values::LastValues;
 use serde::Serialize;
 
 pub use availability::{Availability, Reason, Status};
@@ -121,8 +123,8 @@ pub struct Device {
     pub integrity: Integrity,
     pub availability: Availability,
     pub timing: Timing,
-    /// Keyed by (metric, labels) without the device label.
-    pub last_values: BTreeMap<(String, BTreeMap<String, String>), (i64, f64)>,
+    /// Last value per series (labels without the device label).
+    pub last_values: LastValues,
     /// Throughput per network interface, from the byte counters.
     pub links: link::LinkMeters,
     pub mqtt_sessions: u32,
@@ -242,13 +244,7 @@ impl Device {
             if metric.starts_with("network_") {
                 self.links.observe(metric, labels, ts_ms, value);
             }
-            let entry = self
-                .last_values
-                .entry((metric.clone(), labels.clone()))
-                .or_insert((ts_ms, value));
-            if ts_ms >= entry.0 {
-                *entry = (ts_ms, value);
-            }
+            self.last_values.record(metric, labels, ts_ms, value);
         }
     }
 
@@ -281,10 +277,7 @@ impl Device {
         &'a self,
         metric: &'a str,
     ) -> impl Iterator<Item = (&'a BTreeMap<String, String>, i64, f64)> + 'a {
-        self.last_values
-            .range((metric.to_owned(), BTreeMap::new())..)
-            .take_while(move |((m, _), _)| m == metric)
-            .map(|((_, labels), &(ts, v))| (labels, ts, v))
+        self.last_values.of(metric)
     }
 
     /// The largest last value of `metric` over its series (NaN ignored).
@@ -306,8 +299,8 @@ impl Device {
     pub fn last_values(&self) -> Vec<LastValue> {
         self.last_values
             .iter()
-            .map(|((metric, labels), &(ts_ms, value))| LastValue {
-                metric: metric.clone(),
+            .map(|(metric, labels, ts_ms, value)| LastValue {
+                metric: metric.to_owned(),
                 labels: labels.clone(),
                 ts_ms,
                 value,

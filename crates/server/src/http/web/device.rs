@@ -31,7 +31,7 @@ pub async fn page(AxumState(app): AxumState<AppState>, Path(id): Path<String>) -
     let found = {
         let registry = st.registry();
         registry.get(&id).map(|d| {
-            let reported: BTreeSet<String> = d.last_values.keys().map(|(m, _)| m.clone()).collect();
+            let reported: BTreeSet<String> = d.last_values.metrics().map(str::to_owned).collect();
             (view(&id, d, st, now, true), reported)
         })
     };
