@@ -26,7 +26,8 @@
 //! Figures go to stdout as `key=value` lines for `run.sh`; progress goes to stderr.
 //! Environment: `FLEET_DEVICES` (334 → 10 020 series), `FLEET_HOURS` (24), `FLEET_STEP_S`
 //! (10, the simulator's interval), `FLEET_END_MS` (default: the last UTC midnight), and
-//! `FLEET_QUERY_REPS` (5; latencies are medians).
+//! `FLEET_QUERY_REPS` (5; latencies are medians), `FLEET_FLUSH_SAMPLES` (the engine's
+//! `flush_head_samples_per_series`; its default otherwise).
 
 #![allow(
     clippy::print_stdout,
@@ -363,7 +364,14 @@ fn timed<T>(reps: usize, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Re
 fn ours(shape: &Shape, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut devices = fleet(shape);
-    let options = Options::default();
+    let defaults = Options::default();
+    let options = Options {
+        flush_head_samples_per_series: u64::try_from(env_or(
+            "FLEET_FLUSH_SAMPLES",
+            i64::try_from(defaults.flush_head_samples_per_series)?,
+        )?)?,
+        ..defaults
+    };
     let rss_before = proc_status_bytes("VmRSS:");
     let db = Db::open_dir(dir, options)?;
     let by_ids = match std::env::var("FLEET_APPEND").as_deref() {

@@ -109,17 +109,30 @@ pub fn is_block_name(name: &str) -> bool {
     name.starts_with("block-") && name.ends_with(".blk")
 }
 
-/// Offsets of the header fields patched by [`BlockWriter::finish`].
-const SEQ_AT: usize = 8;
-const MIN_T_AT: usize = 17;
-const MAX_T_AT: usize = 25;
-const COUNT_AT: usize = 33;
-const HEADER_BYTES: usize = 37;
+/// Bytes of a format-2 block's header (magic, level) and footer (seq, min_ts, max_ts, series
+/// count; the checksum follows).
+const HEADER_BYTES: usize = 9;
+const FOOTER_BYTES: usize = 28;
+
+/// Encoded bytes a writer with a file holds before appending them to it.
+const SPILL_BYTES: usize = 1 << 20;
+
+/// Where a writer's bytes go besides memory: a temporary file they are appended to as they
+/// grow, so a block of any size costs [`SPILL_BYTES`] of memory.
+#[derive(Debug)]
+struct Spill {
+    backend: Arc<dyn Backend>,
+    file: String,
+    /// Bytes appended to the file so far.
+    written: usize,
+    /// CRC-32C of those bytes.
+    crc: u32,
+}
 
 /// Writes a block one series at a time, so only the encoded bytes and the series being added
-/// are held, never every series' raw samples at once. The header fields that depend on the
-/// whole block (`seq`, `min_ts`, `max_ts`, the series count) are filled in by
-/// [`BlockWriter::finish`]; the bytes are exactly those of [`encode_block`] on the same series.
+/// are held, never every series' raw samples at once — and with [`BlockWriter::spill_to`],
+/// not even the encoded bytes: they go to a file as they grow. The fields that depend on the
+/// whole block (`seq`, `min_ts`, `max_ts`, the series count) are written last, in the footer.
 #[derive(Debug)]
 pub struct BlockWriter {
     out: Vec<u8>,
@@ -133,6 +146,11 @@ pub struct BlockWriter {
     strings: HashMap<String, u64>,
     /// The previous entry's first timestamp (entries store theirs as a difference).
     prev_min_t: i64,
+    /// Where each series' bytes are, for opening the block without reading it back.
+    entries: Vec<SeriesEntry>,
+    samples: u64,
+    level: u8,
+    spill: Option<Spill>,
 }
 
 impl BlockWriter {
@@ -140,11 +158,7 @@ impl BlockWriter {
     pub fn new(level: u8, rollups: &[i64]) -> Self {
         let mut out = Vec::with_capacity(HEADER_BYTES);
         out.extend_from_slice(BLOCK_MAGIC);
-        out.extend_from_slice(&0u64.to_le_bytes());
         out.push(level);
-        out.extend_from_slice(&0i64.to_le_bytes());
-        out.extend_from_slice(&0i64.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
         Self {
             out,
             n: 0,
@@ -154,7 +168,47 @@ impl BlockWriter {
             gorilla_only: false,
             strings: HashMap::new(),
             prev_min_t: 0,
+            entries: Vec::new(),
+            samples: 0,
+            level,
+            spill: None,
         }
+    }
+
+    /// Appends the block's bytes to `file` (created empty now) as they grow, instead of
+    /// holding them all; [`BlockWriter::finish_file`] completes it.
+    pub fn spill_to(mut self, backend: Arc<dyn Backend>, file: &str) -> std::io::Result<Self> {
+        backend.create(file)?;
+        self.spill = Some(Spill {
+            backend,
+            file: file.to_owned(),
+            written: 0,
+            crc: 0,
+        });
+        Ok(self)
+    }
+
+    /// Absolute offset in the block of the next byte written.
+    fn position(&self) -> usize {
+        self.spill.as_ref().map_or(0, |s| s.written) + self.out.len()
+    }
+
+    /// With a file, appends the held bytes to it once they pass [`SPILL_BYTES`].
+    fn maybe_spill(&mut self) -> std::io::Result<()> {
+        if self.out.len() >= SPILL_BYTES {
+            self.spill_out()?;
+        }
+        Ok(())
+    }
+
+    fn spill_out(&mut self) -> std::io::Result<()> {
+        if let Some(s) = &mut self.spill {
+            s.backend.append(&s.file, &self.out)?;
+            s.crc = crc32c::crc32c_append(s.crc, &self.out);
+            s.written += self.out.len();
+            self.out.clear();
+        }
+        Ok(())
     }
 
     /// A label name or value: a reference to an earlier one (its number + 1), or 0, its
@@ -179,9 +233,15 @@ impl BlockWriter {
     }
 
     /// Appends one series (samples sorted by time, one per timestamp); empty ones are skipped.
-    pub fn add(&mut self, id: SeriesId, labels: &Labels, samples: &[(i64, f64)]) {
+    /// With a file, an error appending to it is returned (and the block is unusable).
+    pub fn add(
+        &mut self,
+        id: SeriesId,
+        labels: &Labels,
+        samples: &[(i64, f64)],
+    ) -> std::io::Result<()> {
         let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
-            return;
+            return Ok(());
         };
         let count = u32::try_from(samples.len()).unwrap_or(u32::MAX);
         let (encoding, data) = if self.gorilla_only {
@@ -189,23 +249,28 @@ impl BlockWriter {
         } else {
             encode_samples(samples)
         };
-        self.put_entry(id, labels, count, (first.0, last.0), encoding, &data);
+        let data = self.put_entry(id, labels, count, (first.0, last.0), encoding, &data);
         let worth: Vec<(i64, Vec<Row>)> = self
             .rollups
             .iter()
             .map(|&res| (res, rollup::compute(samples, res)))
             .filter(|(_, rows)| rollup::worth_storing(rows.len(), samples.len()))
             .collect();
-        let out = &mut self.out;
-        out.push(worth.len() as u8);
+        self.out.push(worth.len() as u8);
+        let mut rollups = Vec::with_capacity(worth.len());
         let mut bytes = Vec::new();
         for (res, rows) in worth {
             bytes.clear();
             rollup::encode_rows(&mut bytes, &rows);
-            out.extend_from_slice(&res.to_le_bytes());
-            out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
-            out.extend_from_slice(&bytes);
+            self.out.extend_from_slice(&res.to_le_bytes());
+            self.out
+                .extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
+            let at = self.position();
+            self.out.extend_from_slice(&bytes);
+            rollups.push((res, at..at + bytes.len()));
         }
+        self.push_entry(id, count, (first.0, last.0), encoding, data, rollups);
+        self.maybe_spill()
     }
 
     /// Appends one series already encoded as a Gorilla stream of `count` samples (sorted, one
@@ -218,16 +283,19 @@ impl BlockWriter {
         count: u32,
         span: (i64, i64),
         stream: &[u8],
-    ) {
+    ) -> std::io::Result<()> {
         debug_assert!(self.rollups.is_empty(), "rollups need the samples");
         if count == 0 {
-            return;
+            return Ok(());
         }
-        self.put_entry(id, labels, count, span, codec::GORILLA, stream);
+        let data = self.put_entry(id, labels, count, span, codec::GORILLA, stream);
         self.out.push(0);
+        self.push_entry(id, count, span, codec::GORILLA, data, Vec::new());
+        self.maybe_spill()
     }
 
     /// The series entry up to its column: id, labels, count, time span, encoding, data.
+    /// Returns where the data is in the block.
     fn put_entry(
         &mut self,
         id: SeriesId,
@@ -236,7 +304,7 @@ impl BlockWriter {
         (first, last): (i64, i64),
         encoding: u8,
         data: &[u8],
-    ) {
+    ) -> Range<usize> {
         self.n += 1;
         self.min_t = Some(self.min_t.map_or(first, |m| m.min(first)));
         self.max_t = Some(self.max_t.map_or(last, |m| m.max(last)));
@@ -253,7 +321,37 @@ impl BlockWriter {
         self.prev_min_t = first;
         out.push(encoding);
         put_varint(out, data.len() as u64);
-        out.extend_from_slice(data);
+        let at = self.position();
+        self.out.extend_from_slice(data);
+        at..at + data.len()
+    }
+
+    fn push_entry(
+        &mut self,
+        id: SeriesId,
+        count: u32,
+        (min_t, max_t): (i64, i64),
+        encoding: u8,
+        data: Range<usize>,
+        rollups: Vec<(i64, Range<usize>)>,
+    ) {
+        self.samples += u64::from(count);
+        self.entries.push(SeriesEntry {
+            id,
+            count,
+            min_t,
+            max_t,
+            encoding,
+            data,
+            rollups,
+        });
+    }
+
+    /// Gives up a block: removes its file, if it has one.
+    pub fn abandon(self) {
+        if let Some(s) = &self.spill {
+            let _ = s.backend.remove(&s.file);
+        }
     }
 
     /// Series written so far.
@@ -266,17 +364,77 @@ impl BlockWriter {
         (self.min_t.unwrap_or(0), self.max_t.unwrap_or(0))
     }
 
-    /// Fills in the header, appends the checksum and returns the block's bytes.
-    pub fn finish(mut self, seq: u64) -> Vec<u8> {
+    /// The footer (`seq`, span, series count) appended to `out`.
+    fn put_footer(&mut self, seq: u64) {
         let (min_t, max_t) = self.span();
         let n = u32::try_from(self.n).unwrap_or(u32::MAX);
-        self.out[SEQ_AT..SEQ_AT + 8].copy_from_slice(&seq.to_le_bytes());
-        self.out[MIN_T_AT..MIN_T_AT + 8].copy_from_slice(&min_t.to_le_bytes());
-        self.out[MAX_T_AT..MAX_T_AT + 8].copy_from_slice(&max_t.to_le_bytes());
-        self.out[COUNT_AT..COUNT_AT + 4].copy_from_slice(&n.to_le_bytes());
+        self.out.extend_from_slice(&seq.to_le_bytes());
+        self.out.extend_from_slice(&min_t.to_le_bytes());
+        self.out.extend_from_slice(&max_t.to_le_bytes());
+        self.out.extend_from_slice(&n.to_le_bytes());
+    }
+
+    /// Appends the footer and the checksum and returns the block's bytes (a writer without a
+    /// file).
+    pub fn finish(mut self, seq: u64) -> Vec<u8> {
+        debug_assert!(
+            self.spill.is_none(),
+            "a writer with a file finishes into it"
+        );
+        self.put_footer(seq);
         let crc = crc32c::crc32c(&self.out);
         self.out.extend_from_slice(&crc.to_le_bytes());
         self.out
+    }
+
+    /// Completes a block written with [`BlockWriter::spill_to`]: appends the rest, the footer
+    /// and the checksum, fsyncs the file, renames it to `name` and syncs the directory, then
+    /// opens it from what the writer kept (its series table, not re-read from disk). On error
+    /// the file is removed.
+    pub fn finish_file(mut self, seq: u64, name: &str) -> Result<Block, BlockError> {
+        let io = |source| BlockError::Io {
+            name: name.to_owned(),
+            source,
+        };
+        let Some(spill) = &self.spill else {
+            return Err(io(std::io::Error::other("the writer has no file")));
+        };
+        let (backend, file) = (spill.backend.clone(), spill.file.clone());
+        self.put_footer(seq);
+        let result = (|| {
+            self.spill_out()?;
+            let spill = self
+                .spill
+                .as_ref()
+                .ok_or_else(|| std::io::Error::other("no file"))?;
+            backend.append(&file, &spill.crc.to_le_bytes())?;
+            backend.fsync(&file)?;
+            backend.rename(&file, name)?;
+            backend.sync_dir()?;
+            backend.open_read(name)
+        })();
+        let reader = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = backend.remove(&file);
+                return Err(io(e));
+            }
+        };
+        let (min_t, max_t) = self.span();
+        let bytes = self.position() as u64 + 4;
+        let mut series = self.entries;
+        series.sort_by_key(|s| s.id);
+        Ok(Block {
+            name: name.to_owned(),
+            seq,
+            level: self.level,
+            min_t,
+            max_t,
+            bytes,
+            samples: self.samples,
+            series,
+            source: Source::File(reader),
+        })
     }
 }
 
@@ -284,7 +442,8 @@ impl BlockWriter {
 pub fn encode_block(seq: u64, level: u8, series: &[SeriesInput], rollups: &[i64]) -> Vec<u8> {
     let mut w = BlockWriter::new(level, rollups);
     for s in series {
-        w.add(s.id, &s.labels, &s.samples);
+        // Without a file nothing can fail.
+        let _ = w.add(s.id, &s.labels, &s.samples);
     }
     w.finish(seq)
 }
@@ -371,19 +530,6 @@ impl Block {
         Self::parse(name, &data, Source::File(reader))
     }
 
-    /// A block just written from `data` (already in the backend under `name`).
-    pub fn written(
-        backend: Arc<dyn Backend>,
-        name: &str,
-        data: &[u8],
-    ) -> Result<Block, BlockError> {
-        let reader = backend.open_read(name).map_err(|source| BlockError::Io {
-            name: name.to_owned(),
-            source,
-        })?;
-        Self::parse(name, data, Source::File(reader)).map(|(b, _)| b)
-    }
-
     fn parse(name: &str, data: &[u8], source: Source) -> Result<(Block, SeriesTable), BlockError> {
         let dec = |source| BlockError::Decode {
             name: name.to_owned(),
@@ -406,15 +552,40 @@ impl Block {
                 name: name.to_owned(),
             });
         }
-        let mut r = Reader {
-            bytes: &data[BLOCK_MAGIC.len()..body],
+        let (mut r, seq, level, min_t, max_t, n) = if packed {
+            // Header: magic, level; footer (before the checksum): seq, span, series count.
+            let short = || dec(RecordError::Short);
+            let footer_at = body
+                .checked_sub(FOOTER_BYTES)
+                .filter(|&f| f >= HEADER_BYTES);
+            let footer_at = footer_at.ok_or_else(short)?;
+            let mut f = Reader {
+                bytes: &data[footer_at..body],
+            };
+            let (seq, min_t, max_t) = (
+                f.u64().map_err(dec)?,
+                f.i64().map_err(dec)?,
+                f.i64().map_err(dec)?,
+            );
+            let n = f.u32().map_err(dec)?;
+            let r = Reader {
+                bytes: &data[HEADER_BYTES..footer_at],
+            };
+            (r, seq, data[BLOCK_MAGIC.len()], min_t, max_t, n)
+        } else {
+            let mut r = Reader {
+                bytes: &data[BLOCK_MAGIC.len()..body],
+            };
+            let seq = r.u64().map_err(dec)?;
+            let level = r.take(1).map_err(dec)?[0];
+            let min_t = r.i64().map_err(dec)?;
+            let max_t = r.i64().map_err(dec)?;
+            let n = r.u32().map_err(dec)?;
+            (r, seq, level, min_t, max_t, n)
         };
-        let pos = |r: &Reader<'_>| body - r.bytes.len();
-        let seq = r.u64().map_err(dec)?;
-        let level = r.take(1).map_err(dec)?[0];
-        let min_t = r.i64().map_err(dec)?;
-        let max_t = r.i64().map_err(dec)?;
-        let n = r.u32().map_err(dec)?;
+        // Offsets in the file of what `r` reads.
+        let end = if packed { body - FOOTER_BYTES } else { body };
+        let pos = |r: &Reader<'_>| end - r.bytes.len();
         let mut series = Vec::with_capacity(n as usize);
         let mut table = Vec::with_capacity(n as usize);
         let mut samples = 0u64;
@@ -781,9 +952,17 @@ mod tests {
         let (b, table) = Block::load(backend.clone(), "b.blk").unwrap();
         assert_eq!(table.len(), 2);
         assert_eq!(b.last(4), Some((4_990_000, 499.0 / 7.0)));
-        let w = Block::written(backend.clone(), "b.blk", &bytes).unwrap();
+        let mut w = BlockWriter::new(0, &[])
+            .spill_to(backend.clone(), "c.tmp")
+            .unwrap();
+        for s in input() {
+            w.add(s.id, &s.labels, &s.samples).unwrap();
+        }
+        let w = w.finish_file(3, "c.blk").unwrap();
+        assert_eq!(backend.read("c.blk").unwrap(), bytes);
         // Compaction may remove the file while a query still holds the block.
         backend.remove("b.blk").unwrap();
+        backend.remove("c.blk").unwrap();
         assert_eq!(w.samples_of(1), vec![(5, 1.0), (6, 2.0)]);
         assert_eq!(b.samples_of(4).len(), 500);
         assert!(Block::load(backend, "b.blk").is_err());

@@ -94,20 +94,32 @@ pub fn merge_series(blocks: &[Arc<Block>], id: SeriesId) -> Vec<(i64, f64)> {
     samples
 }
 
+/// Series whose labels a merge (or a flush) asks for at a time: the labels of every series
+/// of a window at once cost ~400 bytes a series, more than the head holds per series.
+pub(crate) const LABELS_SLICE: usize = 1024;
+
 /// Streams the merge of blocks (ascending `seq`) series by series, in ascending id order:
 /// calls `each` with every series' id, labels and merged samples, holding one series at a
-/// time. `labels` names the series (from the index); series it does not know are dropped.
+/// time. `labels_of` names a slice of series (from the index; [`LABELS_SLICE`] at a time);
+/// series it does not know (`None`) are dropped.
 pub fn merge_each(
     blocks: &[Arc<Block>],
-    labels: &HashMap<SeriesId, Labels>,
+    mut labels_of: impl FnMut(&[SeriesId]) -> Vec<Option<Labels>>,
     mut each: impl FnMut(SeriesId, &Labels, &[(i64, f64)]),
 ) {
-    let ids: BTreeSet<SeriesId> = blocks.iter().flat_map(|b| b.series_ids()).collect();
-    for id in ids {
-        let Some(l) = labels.get(&id) else { continue };
-        let samples = merge_series(blocks, id);
-        if !samples.is_empty() {
-            each(id, l, &samples);
+    let ids: Vec<SeriesId> = blocks
+        .iter()
+        .flat_map(|b| b.series_ids())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for slice in ids.chunks(LABELS_SLICE) {
+        for (&id, l) in slice.iter().zip(labels_of(slice)) {
+            let Some(l) = l else { continue };
+            let samples = merge_series(blocks, id);
+            if !samples.is_empty() {
+                each(id, &l, &samples);
+            }
         }
     }
 }
@@ -116,7 +128,8 @@ pub fn merge_each(
 /// all in memory at once (tests and tools; compaction streams with [`merge_each`]).
 pub fn merge(blocks: &[Arc<Block>], labels: &HashMap<SeriesId, Labels>) -> Vec<SeriesInput> {
     let mut out = Vec::new();
-    merge_each(blocks, labels, |id, l, samples| {
+    let labels_of = |ids: &[SeriesId]| ids.iter().map(|id| labels.get(id).cloned()).collect();
+    merge_each(blocks, labels_of, |id, l, samples| {
         out.push(SeriesInput {
             id,
             labels: l.clone(),
@@ -126,18 +139,27 @@ pub fn merge(blocks: &[Arc<Block>], labels: &HashMap<SeriesId, Labels>) -> Vec<S
     out
 }
 
-/// Writes the merge of blocks (ascending `seq`) as one block of `level` with rollups at
-/// `rollups` (ms), one series at a time: peak memory is the largest series plus the encoded
-/// output, not the whole window. The block takes the inputs' highest `seq`.
+/// Writes the merge of blocks (ascending `seq`) into `w`, one series at a time: peak memory
+/// is the largest series plus what the writer holds (with a file, about a megabyte), not the
+/// whole window. Stops at the first error appending to the writer's file.
 pub fn write_merged(
     blocks: &[Arc<Block>],
-    labels: &HashMap<SeriesId, Labels>,
-    level: u8,
-    rollups: &[i64],
-) -> BlockWriter {
-    let mut w = BlockWriter::new(level, rollups);
-    merge_each(blocks, labels, |id, l, samples| w.add(id, l, samples));
-    w
+    labels_of: impl FnMut(&[SeriesId]) -> Vec<Option<Labels>>,
+    mut w: BlockWriter,
+) -> std::io::Result<BlockWriter> {
+    let mut result = Ok(());
+    merge_each(blocks, labels_of, |id, l, samples| {
+        if result.is_ok() {
+            result = w.add(id, l, samples);
+        }
+    });
+    match result {
+        Ok(()) => Ok(w),
+        Err(e) => {
+            w.abandon();
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]

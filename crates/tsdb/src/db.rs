@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::backend::{Backend, FsBackend, write_atomic};
+use crate::backend::{Backend, FsBackend};
 use crate::block::{self, Block, BlockWriter};
 use crate::chunk::Decoder;
 use crate::commit::GroupCommit;
@@ -98,8 +98,27 @@ pub struct Options {
 /// (samples per series, head age) still apply.
 pub const WAL_FLUSH_MIN_SAMPLES_PER_SERIES: u64 = 30;
 
-/// Series whose labels a flush reads under one hold of the state lock.
-const LABELS_SLICE: usize = 1024;
+/// The writer of a flush's block for window `w`, created (with its temporary file) on first
+/// use.
+fn writer_for_window<'a>(
+    writers: &'a mut BTreeMap<i64, BlockWriter>,
+    w: i64,
+    gorilla: bool,
+    backend: &Arc<dyn Backend>,
+) -> std::io::Result<&'a mut BlockWriter> {
+    match writers.entry(w) {
+        std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
+        std::collections::btree_map::Entry::Vacant(e) => {
+            let writer = BlockWriter::new(0, &[]);
+            let writer = if gorilla {
+                writer.gorilla_only()
+            } else {
+                writer
+            };
+            Ok(e.insert(writer.spill_to(backend.clone(), &format!("flush-{w}.tmp"))?))
+        }
+    }
+}
 
 impl Default for Options {
     fn default() -> Self {
@@ -1313,22 +1332,58 @@ impl Inner {
     /// them, holding the state lock only to read a series' labels. On error the blocks already
     /// written are removed again (the frozen head stays for the next flush).
     fn write_blocks(&self, frozen: &Head, gorilla: bool) -> Result<Vec<Arc<Block>>, String> {
-        // One series at a time from the head's chunks into one writer per window: only the
-        // encoded blocks and the series at hand are held, not an uncompressed copy of the head.
+        // One series at a time from the head's chunks into one writer per window, each
+        // appending to its temporary file as it grows: neither an uncompressed copy of the
+        // head nor the encoded blocks are held.
         let window = self.options.block_window_ms;
         let mut writers: BTreeMap<i64, BlockWriter> = BTreeMap::new();
-        fn writer_for(
-            writers: &mut BTreeMap<i64, BlockWriter>,
-            w: i64,
-            gorilla: bool,
-        ) -> &mut BlockWriter {
-            writers.entry(w).or_insert_with(|| {
-                let w = BlockWriter::new(0, &[]);
-                if gorilla { w.gorilla_only() } else { w }
-            })
+        let result = self.fill_writers(frozen, gorilla, window, &mut writers);
+        if let Err(e) = result {
+            for w in writers.into_values() {
+                w.abandon();
+            }
+            return Err(e.to_string());
         }
+        // Blocks are numbered after every existing one; only a flush (under the maintenance
+        // lock) hands out new numbers.
+        let first_seq = lock(&self.state).next_seq;
+        let mut written: Vec<Arc<Block>> = Vec::new();
+        let mut writers = writers.into_values();
+        while let Some(writer) = writers.next() {
+            let seq = first_seq + written.len() as u64;
+            let (lo, hi) = writer.span();
+            let name = block::block_name(seq, lo, hi);
+            match writer.finish_file(seq, &name) {
+                Ok(b) => written.push(Arc::new(b)),
+                Err(e) => {
+                    for w in writers {
+                        w.abandon();
+                    }
+                    for b in &written {
+                        let _ = self.backend.remove(&b.name);
+                    }
+                    return Err(e.to_string());
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// Adds every series of a frozen head to the writer of each window it has samples in.
+    #[allow(
+        clippy::redundant_closure,
+        reason = "a shorter name for the loop below"
+    )]
+    fn fill_writers(
+        &self,
+        frozen: &Head,
+        gorilla: bool,
+        window: i64,
+        writers: &mut BTreeMap<i64, BlockWriter>,
+    ) -> std::io::Result<()> {
+        let backend = &self.backend;
         let ids = frozen.series_ids();
-        for slice in ids.chunks(LABELS_SLICE) {
+        for slice in ids.chunks(compact::LABELS_SLICE) {
             // Labels for a slice of series under one lock: appends hold the state lock while
             // they fill the head, and taking it per series made the flush wait in line for
             // every one.
@@ -1347,8 +1402,8 @@ impl Inner {
                         span,
                         stream,
                     } if gorilla && floor(span.0, window) == floor(span.1, window) => {
-                        writer_for(&mut writers, floor(span.0, window), gorilla)
-                            .add_gorilla(id, &labels, count, span, stream);
+                        writer_for_window(writers, floor(span.0, window), gorilla, backend)?
+                            .add_gorilla(id, &labels, count, span, stream)?;
                         continue;
                     }
                     SeriesSamples::Chunk { count, stream, .. } => {
@@ -1363,37 +1418,16 @@ impl Inner {
                         .iter()
                         .take_while(|s| floor(s.0, window) == w)
                         .count();
-                    writer_for(&mut writers, w, gorilla).add(id, &labels, &samples[i..j]);
+                    writer_for_window(writers, w, gorilla, backend)?.add(
+                        id,
+                        &labels,
+                        &samples[i..j],
+                    )?;
                     i = j;
                 }
             }
         }
-        // Blocks are numbered after every existing one; only a flush (under the maintenance
-        // lock) hands out new numbers.
-        let first_seq = lock(&self.state).next_seq;
-        let mut written = Vec::new();
-        for writer in writers.into_values() {
-            let seq = first_seq + written.len() as u64;
-            let (lo, hi) = writer.span();
-            let bytes = writer.finish(seq);
-            let name = block::block_name(seq, lo, hi);
-            let result = write_atomic(&*self.backend, &name, &bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    Block::written(self.backend.clone(), &name, &bytes).map_err(|e| e.to_string())
-                });
-            match result {
-                Ok(b) => written.push(Arc::new(b)),
-                Err(e) => {
-                    let _ = self.backend.remove(&name);
-                    for b in &written {
-                        let _ = self.backend.remove(&b.name);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(written)
+        Ok(())
     }
 
     fn compact(&self, now: i64) -> Result<usize, DbError> {
@@ -1438,25 +1472,21 @@ impl Inner {
         rollups: &[i64],
         tag: &str,
     ) -> Result<(), DbError> {
-        let labels: HashMap<SeriesId, Labels> = {
-            let st = lock(&self.state);
-            group
-                .iter()
-                .flat_map(|b| b.series_ids())
-                .filter_map(|id| Some((id, st.index.labels(id)?)))
-                .collect()
-        };
-        // Streams series by series: the window's samples are never all in memory.
-        let writer = compact::write_merged(group, &labels, level, rollups);
-        drop(labels);
+        // Streams series by series into a temporary file: neither the window's samples nor
+        // the encoded block are ever all in memory.
         let seq = group.iter().map(|b| b.seq).max().unwrap_or(0);
+        let writer = BlockWriter::new(level, rollups)
+            .spill_to(self.backend.clone(), &format!("merge-{seq:016}.tmp"))?;
+        let labels_of = |ids: &[SeriesId]| {
+            let st = lock(&self.state);
+            ids.iter().map(|&id| st.index.labels(id)).collect()
+        };
+        let writer = compact::write_merged(group, labels_of, writer)?;
         let (lo, hi) = writer.span();
-        let bytes = writer.finish(seq);
         let name = format!("block-{seq:016}-{lo}-{hi}-{tag}{}.blk", group.len());
-        write_atomic(&*self.backend, &name, &bytes)?;
-        let b = Block::written(self.backend.clone(), &name, &bytes)
+        let b = writer
+            .finish_file(seq, &name)
             .map_err(|e| DbError::Flush(e.to_string()))?;
-        drop(bytes);
         let merged: HashSet<&str> = group.iter().map(|g| g.name.as_str()).collect();
         {
             let mut st = lock(&self.state);

@@ -91,3 +91,50 @@ fn the_packed_format_reads_back() {
     bad[at] ^= 0x40;
     assert!(Block::decode("bad.blk", bad).is_err());
 }
+
+#[test]
+fn a_block_written_through_a_file_is_the_same_block() {
+    use std::sync::Arc;
+
+    use fleetmon_tsdb::block::BlockWriter;
+    use fleetmon_tsdb::{Backend, MemBackend};
+
+    // Enough series of noisy values to pass the writer's in-memory limit (1 MiB).
+    let mut rng = fastrand::Rng::with_seed(11);
+    let series: Vec<SeriesInput> = (0..120u32)
+        .map(|id| SeriesInput {
+            id: id * 3,
+            labels: Labels::from_metric("noise", [("device", format!("d{}", id % 40).as_str())])
+                .unwrap(),
+            samples: (0..2_000)
+                .map(|i| (i * 10_000 + rng.i64(0..20), rng.f64()))
+                .collect(),
+        })
+        .collect();
+    let in_memory = fleetmon_tsdb::block::encode_block(9, 1, &series, &[HOUR_MS]);
+    assert!(in_memory.len() > 1 << 20, "{} bytes", in_memory.len());
+    let mem = MemBackend::new();
+    let backend: Arc<dyn Backend> = Arc::new(mem.clone());
+    let mut w = BlockWriter::new(1, &[HOUR_MS])
+        .spill_to(backend.clone(), "b.tmp")
+        .unwrap();
+    for s in &series {
+        w.add(s.id, &s.labels, &s.samples).unwrap();
+    }
+    let written = w.finish_file(9, "b.blk").unwrap();
+    assert_eq!(
+        mem.read("b.blk").unwrap(),
+        in_memory,
+        "same bytes as written in memory"
+    );
+    assert!(mem.read("b.tmp").is_err(), "the temporary file was renamed");
+    let (loaded, table) = Block::load(backend, "b.blk").unwrap();
+    assert_eq!(table.len(), series.len());
+    for b in [&written, &loaded] {
+        assert_eq!((b.seq, b.level, b.bytes), (9, 1, in_memory.len() as u64));
+        for s in &series {
+            assert_eq!(b.samples_of(s.id), s.samples);
+            assert_eq!(b.rollup(s.id, HOUR_MS), loaded.rollup(s.id, HOUR_MS));
+        }
+    }
+}
