@@ -9,7 +9,8 @@
 # Reports server CPU and RSS per device, the simulator's CPU, RSS and lag (ticks it produced
 # late or held back), batches lost, the probe's latency percentiles and the load average.
 # Stops early when the server's RSS passes MAX_RSS_GIB (default 18), and says so.
-# SERVER_FLAGS adds flags to `fleetmon server` (e.g. --no-builtin-rules).
+# SERVER_FLAGS adds flags to `fleetmon server` (e.g. --no-builtin-rules); KEEP_LOGS=1 keeps the
+# server's and the simulator's logs; SERVER_LOG sets the server's RUST_LOG (default warn).
 # Usage: bench/fleet-load.sh [DEVICES] [INTERVAL] [DURATION] [DEVICES_PER_CONNECTION]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,14 +32,20 @@ stop_all() {
     sleep 0.5
   done
   [ -n "$pids" ] && kill -9 $pids 2>/dev/null
-  rm -rf "$work"
+  # KEEP_LOGS=1 keeps the server's and the simulator's logs (the data directory goes).
+  if [ "${KEEP_LOGS:-0}" = 1 ]; then
+    rm -rf "$work/data"
+    echo "logs kept in $work" >&2
+  else
+    rm -rf "$work"
+  fi
 }
 trap 'stop_all || true' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)/hz}' "/proc/$1/stat"; }
 
 http=$(port); mqtt=$(port)
-RUST_LOG=warn "$bin" server --data-dir "$work/data" --http-listen "127.0.0.1:$http" \
+RUST_LOG=${SERVER_LOG:-warn} "$bin" server --data-dir "$work/data" --http-listen "127.0.0.1:$http" \
   --mqtt-listen "127.0.0.1:$mqtt" ${SERVER_FLAGS:-} >/dev/null 2>"$work/server.log" &
 spid=$!
 until curl -sf "http://127.0.0.1:$http/healthz" >/dev/null; do sleep 0.1; done

@@ -1,97 +1,126 @@
-//! A device's last value per series, keyed by metric, then by the series' labels (without the
-//! device label). Two levels so that recording a batch looks a series up by borrowed metric
-//! and labels: a single map keyed by owned `(metric, labels)` pairs cloned both for every
-//! sample of every batch, and those clones were the largest cost of applying a batch at
-//! 100,000 devices.
+//! A device's last value per series, in one vector sorted by metric, then by the series'
+//! labels (without the device label). Recording a batch finds a series by binary search with
+//! borrowed metric and labels: the map it replaces was keyed by owned `(metric, labels)`
+//! pairs cloned for every sample of every batch — the largest cost of applying a batch at
+//! 100,000 devices — and a map per metric instead cost ~12 KB more per device in tree nodes.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 /// Labels of a series without the device label.
 pub type SeriesLabels = BTreeMap<String, String>;
 
+/// One series' last value.
+#[derive(Debug, Clone)]
+struct Entry {
+    metric: String,
+    labels: SeriesLabels,
+    ts_ms: i64,
+    value: f64,
+}
+
+impl Entry {
+    fn cmp_key(&self, metric: &str, labels: &SeriesLabels) -> Ordering {
+        (self.metric.as_str(), &self.labels).cmp(&(metric, labels))
+    }
+}
+
 /// Last `(ts_ms, value)` per series of one device.
 #[derive(Debug, Clone, Default)]
 pub struct LastValues {
-    by_metric: BTreeMap<String, BTreeMap<SeriesLabels, (i64, f64)>>,
-    len: usize,
+    /// Sorted by (metric, labels), one entry per series.
+    entries: Vec<Entry>,
 }
 
 impl LastValues {
+    fn find(&self, metric: &str, labels: &SeriesLabels) -> Result<usize, usize> {
+        self.entries.binary_search_by(|e| e.cmp_key(metric, labels))
+    }
+
     /// Keeps `(ts_ms, value)` as the series' last value unless it already has a newer one.
     pub fn record(&mut self, metric: &str, labels: &SeriesLabels, ts_ms: i64, value: f64) {
-        let series = match self.by_metric.get_mut(metric) {
-            Some(series) => series,
-            None => self.by_metric.entry(metric.to_owned()).or_default(),
-        };
-        match series.get_mut(labels) {
-            Some(last) if ts_ms >= last.0 => *last = (ts_ms, value),
-            Some(_) => {}
-            None => {
-                series.insert(labels.clone(), (ts_ms, value));
-                self.len += 1;
+        match self.find(metric, labels) {
+            Ok(i) => {
+                let e = &mut self.entries[i];
+                if ts_ms >= e.ts_ms {
+                    (e.ts_ms, e.value) = (ts_ms, value);
+                }
             }
+            Err(i) => self.entries.insert(
+                i,
+                Entry {
+                    metric: metric.to_owned(),
+                    labels: labels.clone(),
+                    ts_ms,
+                    value,
+                },
+            ),
         }
     }
 
     /// Sets a series' last value, whatever it was.
-    pub fn insert(&mut self, (metric, labels): (String, SeriesLabels), last: (i64, f64)) {
-        if self
-            .by_metric
-            .entry(metric)
-            .or_default()
-            .insert(labels, last)
-            .is_none()
-        {
-            self.len += 1;
+    pub fn insert(&mut self, (metric, labels): (String, SeriesLabels), (ts_ms, value): (i64, f64)) {
+        match self.find(&metric, &labels) {
+            Ok(i) => (self.entries[i].ts_ms, self.entries[i].value) = (ts_ms, value),
+            Err(i) => self.entries.insert(
+                i,
+                Entry {
+                    metric,
+                    labels,
+                    ts_ms,
+                    value,
+                },
+            ),
         }
     }
 
     /// Number of series.
     pub fn len(&self) -> usize {
-        self.len
+        self.entries.len()
     }
 
     /// Whether the device has no series.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.entries.is_empty()
     }
 
     /// Whether the device has a series of `metric` with exactly these labels.
     pub fn contains(&self, metric: &str, labels: &SeriesLabels) -> bool {
-        self.by_metric
-            .get(metric)
-            .is_some_and(|series| series.contains_key(labels))
+        self.find(metric, labels).is_ok()
     }
 
     /// Whether the device has any series of `metric`.
     pub fn has_metric(&self, metric: &str) -> bool {
-        self.by_metric.contains_key(metric)
+        self.of(metric).next().is_some()
     }
 
     /// The metrics the device has series of, in order.
     pub fn metrics(&self) -> impl Iterator<Item = &str> + '_ {
-        self.by_metric.keys().map(String::as_str)
+        let mut previous: Option<&str> = None;
+        self.entries.iter().filter_map(move |e| {
+            let new = previous != Some(e.metric.as_str());
+            previous = Some(e.metric.as_str());
+            new.then_some(e.metric.as_str())
+        })
     }
 
     /// The last values of `metric`, one per series: (labels, ts_ms, value).
     pub fn of<'a>(
         &'a self,
-        metric: &str,
+        metric: &'a str,
     ) -> impl Iterator<Item = (&'a SeriesLabels, i64, f64)> + 'a {
-        self.by_metric
-            .get(metric)
-            .into_iter()
-            .flatten()
-            .map(|(labels, &(ts, v))| (labels, ts, v))
+        let start = self.entries.partition_point(|e| e.metric.as_str() < metric);
+        self.entries[start..]
+            .iter()
+            .take_while(move |e| e.metric == metric)
+            .map(|e| (&e.labels, e.ts_ms, e.value))
     }
 
     /// Every series: (metric, labels, ts_ms, value), by metric then labels.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &SeriesLabels, i64, f64)> + '_ {
-        self.by_metric.iter().flat_map(|(metric, series)| {
-            series
-                .iter()
-                .map(move |(labels, &(ts, v))| (metric.as_str(), labels, ts, v))
-        })
+        self.entries
+            .iter()
+            .map(|e| (e.metric.as_str(), &e.labels, e.ts_ms, e.value))
     }
 }
 
@@ -111,6 +140,7 @@ mod tests {
         assert_eq!(lv.len(), 3);
         assert!(lv.contains("rx", &eth1) && !lv.contains("tx", &eth1));
         assert!(lv.has_metric("cpu") && !lv.has_metric("tx"));
+        assert_eq!(lv.metrics().collect::<Vec<_>>(), ["cpu", "rx"]);
         let rx: Vec<_> = lv
             .of("rx")
             .map(|(l, t, v)| (l["interface"].clone(), t, v))
