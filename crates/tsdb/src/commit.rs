@@ -100,12 +100,21 @@ impl<T> GroupCommit<T> {
                 q.pending = rest.collect();
                 drop(q);
                 let tickets: Vec<u64> = group.iter().map(|e| e.ticket).collect();
-                let mut framed = Vec::with_capacity(bytes);
                 let mut items = Vec::with_capacity(group.len());
-                for e in group {
-                    framed.extend_from_slice(&e.framed);
+                let framed = if group.len() == 1
+                    && let Some(e) = group.pop()
+                {
+                    // Alone: its bytes as they are, not a copy (a bulk append's are megabytes).
                     items.push(e.item);
-                }
+                    e.framed
+                } else {
+                    let mut framed = Vec::with_capacity(bytes);
+                    for e in group {
+                        framed.extend_from_slice(&e.framed);
+                        items.push(e.item);
+                    }
+                    framed
+                };
                 let result = sink(&framed, items);
                 q = lock(&self.queue);
                 for t in tickets {
