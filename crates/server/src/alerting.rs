@@ -191,9 +191,7 @@ impl Alerting {
                     .map(|out| (out, manager.all_alerts()))
             };
             let Some((out, alerts)) = next else { break };
-            for (group, rule, error) in &out.errors {
-                tracing::warn!(group, rule, error, "alert rule evaluation failed");
-            }
+            // The manager logs each failed rule; counted here for the cycle's report.
             if let Some(e) = &out.state_error {
                 tracing::error!(error = e, "alert state not saved");
             }
