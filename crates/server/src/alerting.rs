@@ -191,7 +191,6 @@ impl Alerting {
                     .map(|out| (out, manager.all_alerts()))
             };
             let Some((out, alerts)) = next else { break };
-            // The manager logs each failed rule; counted here for the cycle's report.
             if let Some(e) = &out.state_error {
                 tracing::error!(error = e, "alert state not saved");
             }
@@ -217,6 +216,7 @@ impl Alerting {
             }
             let notifications = self.dispatch(&alerts, now_ms);
             report.evaluated_groups += out.evaluated_groups.len();
+            // Failed rules are logged by the manager; counted here.
             report.rule_errors += out.errors.len();
             report.samples_written += samples.len();
             report.notifications.extend(notifications);
