@@ -211,7 +211,7 @@ fn replay_record(state: &State, kind: RecordKind, payload: &[u8]) -> Result<(), 
             } else {
                 let samples = labelled_samples(state, &batch);
                 state.store.append(&samples).map_err(|e| e.to_string())?;
-                apply(state, &batch, transport, received_ms);
+                apply(state, &batch, transport, received_ms, false);
             }
         }
         RecordKind::Summary => {
@@ -249,14 +249,21 @@ fn apply_event(state: &State, kind: EventKind, device: &str, received_ms: i64) {
     }
 }
 
-/// Makes a batch whose samples are stored and whose summary is durable visible.
-fn apply(state: &State, batch: &Batch, transport: Transport, received_ms: i64) {
-    state.registry_mut().entry(&batch.device).record_batch(
+/// Makes a batch whose samples are stored and whose summary is durable visible. A batch
+/// arriving over HTTP now (not replayed) also marks its device seen over HTTP in the same
+/// step: otherwise a derivation pass between the two could find the device registered but
+/// not online, and store `device_up` 0 for a device that just delivered.
+fn apply(state: &State, batch: &Batch, transport: Transport, received_ms: i64, live: bool) {
+    let mut registry = state.registry_mut();
+    registry.entry(&batch.device).record_batch(
         batch,
         transport,
         received_ms,
         state.missing_grace_ms,
     );
+    if live && transport == Transport::Http {
+        registry.http_seen(&batch.device, received_ms, None);
+    }
 }
 
 /// A batch's samples as series of the store (see [`series::series_key`]).
@@ -504,7 +511,7 @@ fn commit_group(wal: &mut Wal, group: &mut Vec<Request>, series: &mut SeriesCach
         } else {
             t.wal_bytes.inc_by(record.len() as u64);
             t.samples.inc_by(batch.samples.len() as u64);
-            apply(state, &batch, transport, received_ms);
+            apply(state, &batch, transport, received_ms, true);
             Accepted::Stored
         };
         t.batches
@@ -598,5 +605,30 @@ mod tests {
             ingest.store(batch("d", 3), Transport::Mqtt).await.unwrap(),
             Accepted::Duplicate
         );
+    }
+
+    #[tokio::test]
+    async fn a_device_is_online_as_soon_as_its_first_http_batch_is_visible() {
+        // A derivation pass must never find a device that just delivered over HTTP
+        // registered but offline (it would store `device_up` 0 and start DeviceOffline).
+        let dir = tempfile::tempdir().unwrap();
+        let st = state(dir.path());
+        let (ingest, _, handle) =
+            Ingest::start(&dir.path().join("wal"), WalOptions::default(), st.clone()).unwrap();
+        let sent_ms = st.now_ms();
+        // Stored, not yet through the HTTP handler's own bookkeeping.
+        assert_eq!(
+            ingest.store(batch("h", 1), Transport::Http).await.unwrap(),
+            Accepted::Stored
+        );
+        let d = st.registry().get("h").unwrap().clone();
+        assert_eq!(d.status(st.now_ms(), 60_000), crate::fleet::Status::Online);
+        assert!(d.http_last_seen_ms.is_some_and(|t| t >= sent_ms));
+        // A batch over MQTT does not make its device look connected by itself.
+        ingest.store(batch("m", 1), Transport::Mqtt).await.unwrap();
+        let m = st.registry().get("m").unwrap().clone();
+        assert_eq!(m.http_last_seen_ms, None);
+        drop(ingest);
+        handle.join().unwrap();
     }
 }
