@@ -129,6 +129,15 @@ struct Spill {
     crc: u32,
 }
 
+impl Spill {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.backend.append(&self.file, bytes)?;
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.written += bytes.len();
+        Ok(())
+    }
+}
+
 /// Writes a block one series at a time, so only the encoded bytes and the series being added
 /// are held, never every series' raw samples at once — and with [`BlockWriter::spill_to`],
 /// not even the encoded bytes: they go to a file as they grow. The fields that depend on the
@@ -136,7 +145,6 @@ struct Spill {
 #[derive(Debug)]
 pub struct BlockWriter {
     out: Vec<u8>,
-    n: usize,
     min_t: Option<i64>,
     max_t: Option<i64>,
     rollups: Vec<i64>,
@@ -161,7 +169,6 @@ impl BlockWriter {
         out.push(level);
         Self {
             out,
-            n: 0,
             min_t: None,
             max_t: None,
             rollups: rollups.iter().take(usize::from(u8::MAX)).copied().collect(),
@@ -203,9 +210,7 @@ impl BlockWriter {
 
     fn spill_out(&mut self) -> std::io::Result<()> {
         if let Some(s) = &mut self.spill {
-            s.backend.append(&s.file, &self.out)?;
-            s.crc = crc32c::crc32c_append(s.crc, &self.out);
-            s.written += self.out.len();
+            s.append(&self.out)?;
             self.out.clear();
         }
         Ok(())
@@ -305,7 +310,6 @@ impl BlockWriter {
         encoding: u8,
         data: &[u8],
     ) -> Range<usize> {
-        self.n += 1;
         self.min_t = Some(self.min_t.map_or(first, |m| m.min(first)));
         self.max_t = Some(self.max_t.map_or(last, |m| m.max(last)));
         put_varint(&mut self.out, u64::from(id));
@@ -356,7 +360,7 @@ impl BlockWriter {
 
     /// Series written so far.
     pub fn series(&self) -> usize {
-        self.n
+        self.entries.len()
     }
 
     /// Time span of the samples written so far (`(0, 0)` when none).
@@ -367,7 +371,7 @@ impl BlockWriter {
     /// The footer (`seq`, span, series count) appended to `out`.
     fn put_footer(&mut self, seq: u64) {
         let (min_t, max_t) = self.span();
-        let n = u32::try_from(self.n).unwrap_or(u32::MAX);
+        let n = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         self.out.extend_from_slice(&seq.to_le_bytes());
         self.out.extend_from_slice(&min_t.to_le_bytes());
         self.out.extend_from_slice(&max_t.to_le_bytes());
@@ -396,32 +400,26 @@ impl BlockWriter {
             name: name.to_owned(),
             source,
         };
-        let Some(spill) = &self.spill else {
+        let Some(mut spill) = self.spill.take() else {
             return Err(io(std::io::Error::other("the writer has no file")));
         };
-        let (backend, file) = (spill.backend.clone(), spill.file.clone());
         self.put_footer(seq);
-        let result = (|| {
-            self.spill_out()?;
-            let spill = self
-                .spill
-                .as_ref()
-                .ok_or_else(|| std::io::Error::other("no file"))?;
-            backend.append(&file, &spill.crc.to_le_bytes())?;
-            backend.fsync(&file)?;
-            backend.rename(&file, name)?;
-            backend.sync_dir()?;
-            backend.open_read(name)
-        })();
+        let result = spill
+            .append(&self.out)
+            .and_then(|()| spill.backend.append(&spill.file, &spill.crc.to_le_bytes()))
+            .and_then(|()| spill.backend.fsync(&spill.file))
+            .and_then(|()| spill.backend.rename(&spill.file, name))
+            .and_then(|()| spill.backend.sync_dir())
+            .and_then(|()| spill.backend.open_read(name));
         let reader = match result {
             Ok(r) => r,
             Err(e) => {
-                let _ = backend.remove(&file);
+                let _ = spill.backend.remove(&spill.file);
                 return Err(io(e));
             }
         };
         let (min_t, max_t) = self.span();
-        let bytes = self.position() as u64 + 4;
+        let bytes = spill.written as u64 + 4;
         let mut series = self.entries;
         series.sort_by_key(|s| s.id);
         Ok(Block {
@@ -536,13 +534,15 @@ impl Block {
             source,
         };
         let packed = match data.get(..BLOCK_MAGIC.len()) {
-            Some(m) if m == BLOCK_MAGIC && data.len() >= BLOCK_MAGIC.len() + 4 => true,
-            Some(m) if m == BLOCK_MAGIC_V1 && data.len() >= BLOCK_MAGIC.len() + 4 => false,
-            _ => {
-                return Err(BlockError::Magic {
-                    name: name.to_owned(),
-                });
-            }
+            _ if data.len() < BLOCK_MAGIC.len() + 4 => None,
+            Some(m) if m == BLOCK_MAGIC => Some(true),
+            Some(m) if m == BLOCK_MAGIC_V1 => Some(false),
+            _ => None,
+        };
+        let Some(packed) = packed else {
+            return Err(BlockError::Magic {
+                name: name.to_owned(),
+            });
         };
         let body = data.len() - 4;
         let stored =
@@ -795,7 +795,6 @@ mod tests {
         ]
     }
 
-    /// The encoder before `BlockWriter`, kept as the reference for the format: each series also gets rollup rows at each of `rollups` (ms).
     /// The first block format, written whole (what `BlockWriter` wrote before the packed
     /// format): the reference both formats must agree with.
     fn encode_block_v1(seq: u64, level: u8, series: &[SeriesInput], rollups: &[i64]) -> Vec<u8> {

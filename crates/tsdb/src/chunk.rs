@@ -8,6 +8,8 @@
 //! leading/trailing window | `11` + 5 bits leading zeros + 6 bits length−1 + the bits).
 //! The sample count is kept outside the stream, so readers know where it ends.
 
+use crate::record::{unzigzag, zigzag};
+
 /// Bytes an open stream grows by.
 const GROW_BYTES: usize = 32;
 
@@ -122,7 +124,7 @@ impl<'a> BitReader<'a> {
 }
 
 fn write_varint(w: &mut BitWriter, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    let mut z = zigzag(v);
     loop {
         let byte = (z & 0x7f) as u8;
         z >>= 7;
@@ -140,7 +142,7 @@ fn read_varint(r: &mut BitReader<'_>) -> Option<i64> {
         let byte = r.read(8)?;
         z |= (byte & 0x7f) << shift;
         if byte & 0x80 == 0 {
-            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
+            return Some(unzigzag(z));
         }
     }
     None

@@ -100,13 +100,13 @@ pub(crate) const LABELS_SLICE: usize = 1024;
 
 /// Streams the merge of blocks (ascending `seq`) series by series, in ascending id order:
 /// calls `each` with every series' id, labels and merged samples, holding one series at a
-/// time. `labels_of` names a slice of series (from the index; [`LABELS_SLICE`] at a time);
-/// series it does not know (`None`) are dropped.
-pub fn merge_each(
+/// time, and stops at the first error `each` returns. `labels_of` names a slice of series
+/// (from the index; [`LABELS_SLICE`] at a time); series it does not know (`None`) are dropped.
+pub fn merge_each<E>(
     blocks: &[Arc<Block>],
     mut labels_of: impl FnMut(&[SeriesId]) -> Vec<Option<Labels>>,
-    mut each: impl FnMut(SeriesId, &Labels, &[(i64, f64)]),
-) {
+    mut each: impl FnMut(SeriesId, &Labels, &[(i64, f64)]) -> Result<(), E>,
+) -> Result<(), E> {
     let ids: Vec<SeriesId> = blocks
         .iter()
         .flat_map(|b| b.series_ids())
@@ -118,10 +118,11 @@ pub fn merge_each(
             let Some(l) = l else { continue };
             let samples = merge_series(blocks, id);
             if !samples.is_empty() {
-                each(id, &l, &samples);
+                each(id, &l, &samples)?;
             }
         }
     }
+    Ok(())
 }
 
 /// Merges blocks (ascending `seq`) into one sample set per series, later blocks winning,
@@ -129,31 +130,28 @@ pub fn merge_each(
 pub fn merge(blocks: &[Arc<Block>], labels: &HashMap<SeriesId, Labels>) -> Vec<SeriesInput> {
     let mut out = Vec::new();
     let labels_of = |ids: &[SeriesId]| ids.iter().map(|id| labels.get(id).cloned()).collect();
-    merge_each(blocks, labels_of, |id, l, samples| {
-        out.push(SeriesInput {
-            id,
-            labels: l.clone(),
-            samples: samples.to_vec(),
+    let merged: Result<(), std::convert::Infallible> =
+        merge_each(blocks, labels_of, |id, l, samples| {
+            out.push(SeriesInput {
+                id,
+                labels: l.clone(),
+                samples: samples.to_vec(),
+            });
+            Ok(())
         });
-    });
+    let Ok(()) = merged;
     out
 }
 
 /// Writes the merge of blocks (ascending `seq`) into `w`, one series at a time: peak memory
 /// is the largest series plus what the writer holds (with a file, about a megabyte), not the
-/// whole window. Stops at the first error appending to the writer's file.
+/// whole window. Stops at the first error appending to the writer's file (and removes it).
 pub fn write_merged(
     blocks: &[Arc<Block>],
     labels_of: impl FnMut(&[SeriesId]) -> Vec<Option<Labels>>,
     mut w: BlockWriter,
 ) -> std::io::Result<BlockWriter> {
-    let mut result = Ok(());
-    merge_each(blocks, labels_of, |id, l, samples| {
-        if result.is_ok() {
-            result = w.add(id, l, samples);
-        }
-    });
-    match result {
+    match merge_each(blocks, labels_of, |id, l, samples| w.add(id, l, samples)) {
         Ok(()) => Ok(w),
         Err(e) => {
             w.abandon();

@@ -98,28 +98,6 @@ pub struct Options {
 /// (samples per series, head age) still apply.
 pub const WAL_FLUSH_MIN_SAMPLES_PER_SERIES: u64 = 30;
 
-/// The writer of a flush's block for window `w`, created (with its temporary file) on first
-/// use.
-fn writer_for_window<'a>(
-    writers: &'a mut BTreeMap<i64, BlockWriter>,
-    w: i64,
-    gorilla: bool,
-    backend: &Arc<dyn Backend>,
-) -> std::io::Result<&'a mut BlockWriter> {
-    match writers.entry(w) {
-        std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
-        std::collections::btree_map::Entry::Vacant(e) => {
-            let writer = BlockWriter::new(0, &[]);
-            let writer = if gorilla {
-                writer.gorilla_only()
-            } else {
-                writer
-            };
-            Ok(e.insert(writer.spill_to(backend.clone(), &format!("flush-{w}.tmp"))?))
-        }
-    }
-}
-
 impl Default for Options {
     fn default() -> Self {
         Self {
@@ -388,6 +366,28 @@ fn retain_raw(
         }
         q < raw_ranges.len() && raw_ranges[q].0 <= t
     });
+}
+
+/// The writer of a flush's block for window `w`, created (with its temporary file) on first
+/// use.
+fn writer_for_window<'a>(
+    writers: &'a mut BTreeMap<i64, BlockWriter>,
+    w: i64,
+    gorilla: bool,
+    backend: &Arc<dyn Backend>,
+) -> std::io::Result<&'a mut BlockWriter> {
+    match writers.entry(w) {
+        std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
+        std::collections::btree_map::Entry::Vacant(e) => {
+            let writer = BlockWriter::new(0, &[]);
+            let writer = if gorilla {
+                writer.gorilla_only()
+            } else {
+                writer
+            };
+            Ok(e.insert(writer.spill_to(backend.clone(), &format!("flush-{w}.tmp"))?))
+        }
+    }
 }
 
 /// Whether `[lo, hi]` meets one of `ranges` (closed, ascending, disjoint).
@@ -1370,10 +1370,6 @@ impl Inner {
     }
 
     /// Adds every series of a frozen head to the writer of each window it has samples in.
-    #[allow(
-        clippy::redundant_closure,
-        reason = "a shorter name for the loop below"
-    )]
     fn fill_writers(
         &self,
         frozen: &Head,
@@ -1601,14 +1597,11 @@ mod tests {
             samples: vec![(x, t0 + 10_000, 2.0)],
             meta: None,
         };
-        let mut payload = Vec::new();
-        record::encode_packed_samples(&mut payload, &pending.samples);
-        let mut framed = Vec::new();
-        frame(&mut framed, KIND_PACKED_SAMPLES, &payload);
-        // …then a freeze starts a new segment, then the append is written into it.
+        // …then a freeze starts a new segment, then the append is written into it (no
+        // definitions framed ahead of its samples, as prepared).
         db.inner.freeze().unwrap();
         db.inner
-            .commit_pending(framed, pending, None, AppendReport::default())
+            .commit_pending(Vec::new(), pending, None, AppendReport::default())
             .unwrap();
         // The flush completes (the old segment is covered by blocks from here on), and
         // retention deletes the block: only the new segment knows the sample.
