@@ -553,6 +553,14 @@ mod tests {
         ))
     }
 
+    /// A state over `dir` and the ingest pipeline replaying and writing `dir/wal`.
+    fn start(dir: &Path) -> (Arc<State>, Ingest, Replay, JoinHandle<()>) {
+        let st = state(dir);
+        let (ingest, replay, handle) =
+            Ingest::start(&dir.join("wal"), WalOptions::default(), st.clone()).unwrap();
+        (st, ingest, replay, handle)
+    }
+
     fn batch(device: &str, seq: u64) -> Batch {
         Batch {
             device: device.into(),
@@ -567,9 +575,7 @@ mod tests {
     #[tokio::test]
     async fn duplicates_are_stored_once_and_counts_survive_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let st = state(dir.path());
-        let (ingest, _, handle) =
-            Ingest::start(&dir.path().join("wal"), WalOptions::default(), st.clone()).unwrap();
+        let (st, ingest, _, handle) = start(dir.path());
         // Original and resend in flight together, then a later resend.
         let a = ingest.submit(batch("d", 1), Transport::Mqtt).await;
         let b = ingest.submit(batch("d", 1), Transport::Mqtt).await;
@@ -590,9 +596,7 @@ mod tests {
         let before = st.registry().get("d").unwrap().integrity.counts(0, 0);
 
         drop(st);
-        let st2 = state(dir.path());
-        let (ingest, replay, _) =
-            Ingest::start(&dir.path().join("wal"), WalOptions::default(), st2.clone()).unwrap();
+        let (st2, ingest, replay, _) = start(dir.path());
         assert_eq!(replay.records, 5, "2 batches, 2 duplicates, 1 corrupt");
         let got = st2.store.select(&Selector::default(), 0, i64::MAX);
         assert_eq!(got[0].points.len(), 2);
@@ -612,9 +616,7 @@ mod tests {
         // A derivation pass must never find a device that just delivered over HTTP
         // registered but offline (it would store `device_up` 0 and start DeviceOffline).
         let dir = tempfile::tempdir().unwrap();
-        let st = state(dir.path());
-        let (ingest, _, handle) =
-            Ingest::start(&dir.path().join("wal"), WalOptions::default(), st.clone()).unwrap();
+        let (st, ingest, _, handle) = start(dir.path());
         let sent_ms = st.now_ms();
         // Stored, not yet through the HTTP handler's own bookkeeping.
         assert_eq!(

@@ -126,7 +126,8 @@ pub fn peer_scores<'r>(
         let mut groups: HashMap<PeerGroup<'_>, Vec<(&str, f64)>> = HashMap::new();
         for (id, d) in registry.iter() {
             let latest = d
-                .values_of(metric)
+                .last_values
+                .of(metric)
                 .filter(|&(_, ts, v)| now_ms - ts <= stale_after_ms && v.is_finite())
                 .map(|(_, _, v)| v)
                 .reduce(f64::max);

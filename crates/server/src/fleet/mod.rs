@@ -258,7 +258,8 @@ impl Device {
     /// The value of label `name` on the device's newest `device_info` sample (a firmware
     /// update makes a new series; the newest tells the current version).
     pub fn info(&self, name: &str) -> Option<&str> {
-        self.values_of("device_info")
+        self.last_values
+            .of("device_info")
             .max_by_key(|(_, ts, _)| *ts)
             .and_then(|(labels, _, _)| labels.get(name))
             .map(String::as_str)
@@ -272,17 +273,10 @@ impl Device {
             .or_else(|| self.info(name))
     }
 
-    /// The last values of `metric`, one per series: (labels, ts_ms, value).
-    pub fn values_of<'a>(
-        &'a self,
-        metric: &'a str,
-    ) -> impl Iterator<Item = (&'a BTreeMap<String, String>, i64, f64)> + 'a {
-        self.last_values.of(metric)
-    }
-
     /// The largest last value of `metric` over its series (NaN ignored).
     pub fn max_value(&self, metric: &str) -> Option<f64> {
-        self.values_of(metric)
+        self.last_values
+            .of(metric)
             .map(|(_, _, v)| v)
             .filter(|v| v.is_finite())
             .reduce(f64::max)
@@ -290,7 +284,8 @@ impl Device {
 
     /// The smallest last value of `metric` over its series (NaN ignored).
     pub fn min_value(&self, metric: &str) -> Option<f64> {
-        self.values_of(metric)
+        self.last_values
+            .of(metric)
             .map(|(_, _, v)| v)
             .filter(|v| v.is_finite())
             .reduce(f64::min)

@@ -17,7 +17,7 @@ pub async fn page(AxumState(app): AxumState<AppState>) -> Page {
         let registry = st.registry();
         registry
             .iter()
-            .filter(|(_, d)| d.values_of("battery_charge_ratio").next().is_some())
+            .filter(|(_, d)| d.last_values.has_metric("battery_charge_ratio"))
             .map(|(id, d)| (id.clone(), d.tags.get("site").cloned()))
             .collect()
     };
