@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use promql_parser::parser::token::{
     T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_MAX, T_MIN, T_QUANTILE, T_STDDEV,
-    T_STDVAR, T_SUM, T_TOPK,
+    T_STDVAR, T_SUM, T_TOPK, TokenId,
 };
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
@@ -62,6 +62,28 @@ pub(crate) fn rank(a: f64, b: f64, bottom: bool) -> std::cmp::Ordering {
         _ if bottom => a.total_cmp(&b),
         _ => b.total_cmp(&a),
     }
+}
+
+/// One group's value for the aggregations that reduce a group's `len` values to one number
+/// (`phi` is `quantile`'s parameter); `None` for any other operator.
+pub(crate) fn reduce<I: Iterator<Item = f64>>(
+    op: TokenId,
+    vals: impl Fn() -> I,
+    len: usize,
+    phi: f64,
+) -> Option<f64> {
+    Some(match op {
+        T_SUM => vals().sum(),
+        T_AVG => incremental_mean(vals()),
+        T_MIN => extreme(vals(), false),
+        T_MAX => extreme(vals(), true),
+        T_COUNT => len as f64,
+        T_GROUP => 1.0,
+        T_STDDEV => variance(vals()).sqrt(),
+        T_STDVAR => variance(vals()),
+        T_QUANTILE => quantile(phi, vals().collect()),
+        _ => return None,
+    })
 }
 
 /// `k` of `topk`/`bottomk` from a parameter value; `None` when it selects nothing.
@@ -121,20 +143,8 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, t: i64) -> Result<Valu
                 _ => f64::NAN,
             };
             for (labels, g) in groups {
-                let vals = || g.iter().map(|s| s.v);
-                let v = match op {
-                    T_SUM => vals().sum(),
-                    T_AVG => incremental_mean(vals()),
-                    T_MIN => extreme(vals(), false),
-                    T_MAX => extreme(vals(), true),
-                    T_COUNT => g.len() as f64,
-                    T_GROUP => 1.0,
-                    T_STDDEV => variance(vals()).sqrt(),
-                    T_STDVAR => variance(vals()),
-                    T_QUANTILE => quantile(phi, vals().collect()),
-                    _ => {
-                        return Err(Error::Unsupported(format!("aggregation {}", a.op)));
-                    }
+                let Some(v) = reduce(op, || g.iter().map(|s| s.v), g.len(), phi) else {
+                    return Err(Error::Unsupported(format!("aggregation {}", a.op)));
                 };
                 out.push(Sample { labels, v });
             }

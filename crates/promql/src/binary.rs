@@ -34,6 +34,32 @@ pub fn apply(op: TokenId, l: f64, r: f64) -> Result<(f64, bool)> {
     })
 }
 
+/// An operator between two vector elements' values: the result, or `None` when a
+/// comparison drops the element (with `bool`, a comparison gives 1 or 0 and keeps it).
+pub(crate) fn between_elements(op: TokenId, l: f64, r: f64, ret_bool: bool) -> Result<Option<f64>> {
+    let (value, keep) = apply(op, l, r)?;
+    Ok(kept(value, keep, ret_bool))
+}
+
+/// An operator's value and whether a comparison keeps it, as a vector element's result.
+fn kept(value: f64, keep: bool, ret_bool: bool) -> Option<f64> {
+    if ret_bool {
+        Some(if keep { 1.0 } else { 0.0 })
+    } else {
+        keep.then_some(value)
+    }
+}
+
+/// An operator between two scalars: comparisons give 1 or 0.
+pub(crate) fn between_scalars(op: TokenId, l: f64, r: f64) -> Result<f64> {
+    let (v, keep) = apply(op, l, r)?;
+    Ok(if is_comparison(op) {
+        if keep { 1.0 } else { 0.0 }
+    } else {
+        v
+    })
+}
+
 pub(crate) fn is_comparison(op: TokenId) -> bool {
     matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
 }
@@ -65,14 +91,7 @@ pub(crate) fn eval(ev: &Evaluator<'_>, b: &BinaryExpr, t: i64) -> Result<Value> 
     let rhs = ev.eval(&b.rhs, t)?;
     let ret_bool = b.return_bool();
     match (lhs, rhs) {
-        (Value::Scalar(l), Value::Scalar(r)) => {
-            let (v, keep) = apply(op, l, r)?;
-            Ok(Value::Scalar(if is_comparison(op) {
-                if keep { 1.0 } else { 0.0 }
-            } else {
-                v
-            }))
-        }
+        (Value::Scalar(l), Value::Scalar(r)) => Ok(Value::Scalar(between_scalars(op, l, r)?)),
         (Value::Vector(v), Value::Scalar(s)) => vector_scalar(op, v, s, false, ret_bool),
         (Value::Scalar(s), Value::Vector(v)) => vector_scalar(op, v, s, true, ret_bool),
         (Value::Vector(l), Value::Vector(r)) => match op {
@@ -122,11 +141,7 @@ pub(crate) fn with_scalar(
     if is_comparison(op) && scalar_left {
         value = r;
     }
-    Ok(if ret_bool {
-        Some(if keep { 1.0 } else { 0.0 })
-    } else {
-        keep.then_some(value)
-    })
+    Ok(kept(value, keep, ret_bool))
 }
 
 pub(crate) fn set_op(op: TokenId, l: Vec<Sample>, r: Vec<Sample>, b: &BinaryExpr) -> Vec<Sample> {
@@ -223,14 +238,9 @@ pub(crate) fn vector_vector(
             ));
         }
         let (vl, vr) = if one_to_many { (o.v, m.v) } else { (m.v, o.v) };
-        let (mut value, mut keep) = apply(op, vl, vr)?;
-        if ret_bool {
-            value = if keep { 1.0 } else { 0.0 };
-            keep = true;
-        }
-        if !keep {
+        let Some(value) = between_elements(op, vl, vr, ret_bool)? else {
             continue;
-        }
+        };
         let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
         let labels = result_labels(
             m.labels,

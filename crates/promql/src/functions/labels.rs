@@ -129,20 +129,26 @@ impl Join {
 /// `label_replace(v, dst, replacement, src, regex)`.
 fn label_replace(ev: &Evaluator<'_>, args: &[&Expr], t: i64) -> Result<Value> {
     let replace = Replace::new(ev, args, t)?;
-    let mut v = ev.vector(args[0], t)?;
-    for s in &mut v {
-        replace.apply(&mut s.labels);
-    }
-    check_unique(&v)?;
-    Ok(Value::Vector(v))
+    relabelled(ev, args[0], t, |labels| replace.apply(labels))
 }
 
 /// `label_join(v, dst, separator, src...)`.
 fn label_join(ev: &Evaluator<'_>, args: &[&Expr], t: i64) -> Result<Value> {
     let join = Join::new(ev, args, t)?;
-    let mut v = ev.vector(args[0], t)?;
+    relabelled(ev, args[0], t, |labels| join.apply(labels))
+}
+
+/// The vector `expr` at `t` with `relabel` applied to every element's labels; elements may
+/// not end up with the same labels.
+fn relabelled(
+    ev: &Evaluator<'_>,
+    expr: &Expr,
+    t: i64,
+    relabel: impl Fn(&mut LabelSet),
+) -> Result<Value> {
+    let mut v = ev.vector(expr, t)?;
     for s in &mut v {
-        join.apply(&mut s.labels);
+        relabel(&mut s.labels);
     }
     check_unique(&v)?;
     Ok(Value::Vector(v))

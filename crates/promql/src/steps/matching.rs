@@ -11,7 +11,7 @@ use promql_parser::parser::token::{T_LAND, T_LOR, TokenId};
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
 use super::{Grid, StepSeries};
-use crate::binary::{apply, result_labels, signature};
+use crate::binary::{between_elements, result_labels, signature};
 use crate::error::{Error, Result};
 use crate::value::LabelSet;
 
@@ -182,14 +182,9 @@ pub(super) fn arithmetic_steps(
                 matched[sig] = i;
             }
             let (vl, vr) = if one_to_many { (ov, mv) } else { (mv, ov) };
-            let (mut value, mut keep) = apply(op, vl, vr)?;
-            if ret_bool {
-                value = if keep { 1.0 } else { 0.0 };
-                keep = true;
-            }
-            if !keep {
+            let Some(value) = between_elements(op, vl, vr, ret_bool)? else {
                 continue;
-            }
+            };
             let idx = match last_pair[m] {
                 Some((lo, idx)) if lo == o => idx,
                 _ => {

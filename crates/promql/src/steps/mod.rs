@@ -38,11 +38,11 @@ use promql_parser::parser::token::{
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{AggregateExpr, BinaryExpr, Call, Expr, SubqueryExpr};
 
-use crate::aggregate::{group_key, quantile, rank, top_count};
-use crate::binary::{apply, drops_name, is_comparison, with_scalar};
+use crate::aggregate::{group_key, rank, reduce, top_count};
+use crate::binary::{between_scalars, drops_name, with_scalar};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluator, duration_ms, unparen};
-use crate::functions::range::{extreme, incremental_mean, range_arg_index, variance, window_value};
+use crate::functions::range::{range_arg_index, window_value};
 use crate::value::{LabelSet, METRIC_NAME, Sample, Series, Value};
 
 /// The steps of a range: `start`, `start + step`, ... up to `end`.
@@ -696,7 +696,6 @@ impl Evaluator<'_> {
             return Ok(Some(Steps::Vector(out)));
         }
         let mut entries: Vec<(usize, f64)> = Vec::new();
-        let mut values: Vec<f64> = Vec::new();
         for (key, members) in groups {
             entries.clear();
             for &m in &members {
@@ -708,22 +707,9 @@ impl Evaluator<'_> {
             let mut points = Vec::new();
             for run in entries.chunk_by(|x, y| x.0 == y.0) {
                 let step = run[0].0;
-                let vals = || run.iter().map(|e| e.1);
-                let v = match op {
-                    T_SUM => vals().sum(),
-                    T_AVG => incremental_mean(vals()),
-                    T_MIN => extreme(vals(), false),
-                    T_MAX => extreme(vals(), true),
-                    T_COUNT => run.len() as f64,
-                    T_GROUP => 1.0,
-                    T_STDDEV => variance(vals()).sqrt(),
-                    T_STDVAR => variance(vals()),
-                    _ => {
-                        values.clear();
-                        values.extend(vals());
-                        let phi = param.as_ref().map_or(f64::NAN, |p| p[step]);
-                        quantile(phi, std::mem::take(&mut values))
-                    }
+                let phi = param.as_ref().map_or(f64::NAN, |p| p[step]);
+                let Some(v) = reduce(op, || run.iter().map(|e| e.1), run.len(), phi) else {
+                    return Err(Error::Unsupported(format!("aggregation {}", a.op)));
                 };
                 points.push((g.time(step), v));
             }
@@ -748,12 +734,7 @@ impl Evaluator<'_> {
             (Steps::Scalar(l), Steps::Scalar(r)) => {
                 let mut out = Vec::with_capacity(l.len());
                 for (l, r) in l.into_iter().zip(r) {
-                    let (v, keep) = apply(op, l, r)?;
-                    out.push(if is_comparison(op) {
-                        if keep { 1.0 } else { 0.0 }
-                    } else {
-                        v
-                    });
+                    out.push(between_scalars(op, l, r)?);
                 }
                 Ok(Steps::Scalar(out))
             }
